@@ -1,0 +1,38 @@
+"""Physical decay with full datetimes. All times are timezone-aware or all naive."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+LN2 = math.log(2.0)
+
+
+def decay_factor(elapsed_s: float, half_life_s: float) -> float:
+    """Fraction of activity left after ``elapsed_s`` seconds (dimensionless).
+
+    A(t0 + elapsed) = A(t0) * decay_factor(elapsed, T½). Negative elapsed times give
+    factors above 1 (going back in time), which is what correcting to an earlier
+    reference time needs.
+    """
+    if half_life_s <= 0:
+        raise ValueError(f"half_life_s must be positive, got {half_life_s}")
+    return math.exp(-LN2 * elapsed_s / half_life_s)
+
+
+def seconds_between(start: datetime, end: datetime) -> float:
+    """Elapsed seconds from ``start`` to ``end`` (negative if end is earlier)."""
+    return (end - start).total_seconds()
+
+
+def decay_activity(activity_bq: float, t0: datetime, t1: datetime, half_life_s: float) -> float:
+    """Activity in Bq at ``t1`` of a source that held ``activity_bq`` at ``t0``."""
+    return activity_bq * decay_factor(seconds_between(t0, t1), half_life_s)
+
+
+def correct_to(value: float, measured_at: datetime, reference: datetime, half_life_s: float):
+    """Decay-correct a value measured at ``measured_at`` back (or forward) to ``reference``.
+
+    Works on scalars and numpy arrays: value * exp(+ln2 * (measured_at - reference) / T½).
+    """
+    return value / decay_factor(seconds_between(reference, measured_at), half_life_s)

@@ -1,0 +1,186 @@
+"""The study a user describes: config and the two sheets, validated before anything runs.
+
+Every problem is reported with the file, the row (line number in the file, header = line 1),
+the column and what to do, and all problems of a sheet are reported at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from homing import HomingError
+from homing.nuclides import lookup
+
+
+def load_schema(path: Path) -> dict:
+    """A JSON schema stored as YAML."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _path_of(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate_config(config: dict, schema: dict, source: str = "config") -> dict:
+    """Validate the config; raise one HomingError listing every problem by key."""
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [
+        f"{source}: key {_path_of(e)}: {e.message}"
+        for e in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    ]
+    if problems:
+        raise HomingError("invalid configuration:\n  " + "\n  ".join(problems))
+    return config
+
+
+def _convert(value: str, spec: dict) -> object:
+    """Turn a TSV cell (text) into the schema's type; raise ValueError with a reason."""
+    kind = spec.get("type")
+    if kind == "number":
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+    if kind == "integer":
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a whole number") from None
+    if spec.get("format") == "date-time":
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a date and time; write ISO 8601 like 2026-03-02T10:00:00"
+            ) from None
+    return value
+
+
+def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
+    """Read a TSV sheet as text and validate each row; return typed rows (empty cells → NA).
+
+    Raises HomingError naming file, row, column and the problem, for every bad cell.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HomingError(f"{sheet}: file {path} does not exist; check the '{sheet}' key "
+                          "in the config")
+    raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    props = schema["properties"]
+    problems = []
+    unknown = [c for c in raw.columns if c not in props]
+    if unknown:
+        problems.append(f"{path}: unknown column(s) {unknown}; allowed: {list(props)}")
+    missing = [c for c in schema.get("required", []) if c not in raw.columns]
+    if missing:
+        problems.append(f"{path}: missing required column(s) {missing}")
+    if problems:
+        raise HomingError("\n  ".join(problems))
+    validator = jsonschema.Draft202012Validator(schema,
+                                                format_checker=jsonschema.FormatChecker())
+    rows = []
+    for i, rec in enumerate(raw.to_dict(orient="records")):
+        line = i + 2
+        row: dict = {}
+        for col, text in rec.items():
+            text = text.strip()
+            if text == "":
+                continue
+            try:
+                row[col] = _convert(text, props[col])
+            except ValueError as exc:
+                problems.append(f"{path}: row {line}, column {col}: {exc}")
+        for err in validator.iter_errors(row):
+            col = _path_of(err)
+            if err.validator == "required":
+                col = err.message.split("'")[1]
+                msg = f"is empty but required here ({err.message})"
+            else:
+                msg = err.message
+            problems.append(f"{path}: row {line}, column {col}: {msg}")
+        rows.append(row)
+    if problems:
+        raise HomingError(f"invalid {sheet} sheet:\n  " + "\n  ".join(problems))
+    df = pd.DataFrame(rows, columns=list(raw.columns))
+    df.index = range(2, len(df) + 2)  # file line numbers, for later messages
+    return df
+
+
+@dataclass
+class Study:
+    """A validated study: animals and scans, with DICOM folders resolved to absolute paths."""
+
+    animals: pd.DataFrame
+    scans: pd.DataFrame
+    animals_path: Path
+    scans_path: Path
+
+    def scan(self, animal_id: str, session_id: str) -> dict:
+        """The scans.tsv row of one session, as a dict."""
+        m = self.scans[(self.scans.animal_id == animal_id) & (self.scans.session_id == session_id)]
+        return m.iloc[0].to_dict()
+
+    def animal(self, animal_id: str) -> dict:
+        """The animals.tsv row of one animal, as a dict."""
+        return self.animals[self.animals.animal_id == animal_id].iloc[0].to_dict()
+
+    def sessions(self) -> list[tuple[str, str]]:
+        """(animal_id, session_id) for every scan, in sheet order."""
+        return list(zip(self.scans.animal_id, self.scans.session_id, strict=True))
+
+
+def load_study(config: dict, schemas_dir: Path) -> Study:
+    """Validate config and sheets and check them against each other and the disk."""
+    schemas_dir = Path(schemas_dir)
+    validate_config(config, load_schema(schemas_dir / "config.schema.yaml"))
+    animals_path, scans_path = Path(config["animals"]), Path(config["scans"])
+    animals = read_sheet(animals_path, load_schema(schemas_dir / "animals.schema.yaml"),
+                         "animals")
+    scans = read_sheet(scans_path, load_schema(schemas_dir / "scans.schema.yaml"), "scans")
+    problems = []
+    for line, dup in animals[animals.animal_id.duplicated()].animal_id.items():
+        problems.append(f"{animals_path}: row {line}, column animal_id: {dup!r} appears twice")
+    known = set(animals.animal_id)
+    for line, row in scans.iterrows():
+        if row.animal_id not in known:
+            problems.append(
+                f"{scans_path}: row {line}, column animal_id: animal {row.animal_id!r} is not "
+                f"in {animals_path}; add it there or fix the id"
+            )
+    dup = scans.duplicated(subset=["animal_id", "session_id"])
+    for line, row in scans[dup].iterrows():
+        problems.append(f"{scans_path}: row {line}, columns animal_id+session_id: "
+                        f"{row.animal_id}/{row.session_id} appears twice")
+    for line, row in scans.iterrows():
+        for col in ("emission_dicom", "ct_dicom"):
+            folder = Path(row[col])
+            if not folder.is_absolute():
+                folder = scans_path.parent / folder
+            if not folder.is_dir():
+                problems.append(f"{scans_path}: row {line}, column {col}: DICOM folder "
+                                f"{folder} does not exist")
+            scans.loc[line, col] = str(folder.resolve())
+        try:
+            lookup(row.tracer_nuclide, source=f"{scans_path}: row {line}, column tracer_nuclide")
+        except HomingError as exc:
+            problems.append(str(exc))
+    for line, row in animals.iterrows():
+        if row.labelling_method == "ex_vivo":
+            try:
+                lookup(row.label_nuclide,
+                       source=f"{animals_path}: row {line}, column label_nuclide")
+            except HomingError as exc:
+                problems.append(str(exc))
+            if datetime.fromisoformat(row.labelling_datetime) > datetime.fromisoformat(
+                    row.infusion_datetime):
+                problems.append(f"{animals_path}: row {line}, column labelling_datetime: "
+                                "labelling is after infusion_datetime; check both times")
+    if problems:
+        raise HomingError("inconsistent study sheets:\n  " + "\n  ".join(problems))
+    return Study(animals, scans, animals_path, scans_path)
