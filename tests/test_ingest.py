@@ -163,9 +163,7 @@ def test_wholebody_sidecar(wholebody, wholebody_files):
 
 
 def test_human_weight_without_override_is_kg_error():
-    with pytest.raises(
-        HomingError, match=r"PatientWeight \(0010,1030\) = 71\.0 kg.*body_weight_kg"
-    ):
+    with pytest.raises(HomingError, match=r"PatientWeight \(0010,1030\) = 71\.0 kg.*body_weight_g"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ingest(WHOLEBODY, "emission")
@@ -312,7 +310,7 @@ def test_weight_in_grams_is_an_error(wholebody_files, tmp_path):
 
 def test_zero_weight_is_an_error(wholebody_files, tmp_path):
     make_series(wholebody_files, tmp_path / "pet", edit=setting("PatientWeight", "0"))
-    with pytest.raises(HomingError, match="body_weight_kg"):
+    with pytest.raises(HomingError, match="body_weight_g"):
         ingest(tmp_path / "pet", "emission")
 
 

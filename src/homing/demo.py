@@ -91,41 +91,119 @@ def _d(text: str) -> datetime:
 def demo_design() -> DemoDesign:
     """The shipped demo design (see module docstring)."""
     exvivo_sessions = [
-        Session("d0", _d("2026-03-02T12:00:00"), organ_fraction={
-            "lungs": 0.55, "liver": 0.18, "spleen": 0.05, "heart": 0.02, "kidneys": 0.01,
-            "skeleton": 0.01}),
-        Session("d3", _d("2026-03-05T10:30:00"), organ_fraction={
-            "lungs": 0.06, "liver": 0.45, "spleen": 0.14, "heart": 0.01, "kidneys": 0.02,
-            "skeleton": 0.06}),
-        Session("d7", _d("2026-03-09T11:00:00"), organ_fraction={
-            "lungs": 0.03, "liver": 0.42, "spleen": 0.15, "heart": 0.01, "kidneys": 0.02,
-            "skeleton": 0.10}),
+        Session(
+            "d0",
+            _d("2026-03-02T12:00:00"),
+            organ_fraction={
+                "lungs": 0.55,
+                "liver": 0.18,
+                "spleen": 0.05,
+                "heart": 0.02,
+                "kidneys": 0.01,
+                "skeleton": 0.01,
+            },
+        ),
+        Session(
+            "d3",
+            _d("2026-03-05T10:30:00"),
+            organ_fraction={
+                "lungs": 0.06,
+                "liver": 0.45,
+                "spleen": 0.14,
+                "heart": 0.01,
+                "kidneys": 0.02,
+                "skeleton": 0.06,
+            },
+        ),
+        Session(
+            "d7",
+            _d("2026-03-09T11:00:00"),
+            organ_fraction={
+                "lungs": 0.03,
+                "liver": 0.42,
+                "spleen": 0.15,
+                "heart": 0.01,
+                "kidneys": 0.02,
+                "skeleton": 0.10,
+            },
+        ),
     ]
     reporter_sessions = [
-        Session("d1", _d("2026-03-03T10:00:00"), _d("2026-03-03T09:00:00"), 10.0e6, {
-            "stomach": 0.06, "bladder": 0.25, "kidneys": 0.03, "heart": 0.01, "liver": 0.02,
-            "lungs": 0.015, "spleen": 0.008, "lachrymal_glands": 0.004}),
-        Session("d4", _d("2026-03-06T10:00:00"), _d("2026-03-06T09:00:00"), 10.0e6, {
-            "stomach": 0.06, "bladder": 0.25, "kidneys": 0.03, "heart": 0.01, "liver": 0.02,
-            "lungs": 0.01, "spleen": 0.02, "lachrymal_glands": 0.004}),
-        Session("d7", _d("2026-03-09T10:00:00"), _d("2026-03-09T09:00:00"), 10.0e6, {
-            "stomach": 0.06, "bladder": 0.25, "kidneys": 0.03, "heart": 0.01, "liver": 0.02,
-            "lungs": 0.008, "spleen": 0.04, "lachrymal_glands": 0.004}),
+        Session(
+            "d1",
+            _d("2026-03-03T10:00:00"),
+            _d("2026-03-03T09:00:00"),
+            10.0e6,
+            {
+                "stomach": 0.06,
+                "bladder": 0.25,
+                "kidneys": 0.03,
+                "heart": 0.01,
+                "liver": 0.02,
+                "lungs": 0.015,
+                "spleen": 0.008,
+                "lachrymal_glands": 0.004,
+            },
+        ),
+        Session(
+            "d4",
+            _d("2026-03-06T10:00:00"),
+            _d("2026-03-06T09:00:00"),
+            10.0e6,
+            {
+                "stomach": 0.06,
+                "bladder": 0.25,
+                "kidneys": 0.03,
+                "heart": 0.01,
+                "liver": 0.02,
+                "lungs": 0.01,
+                "spleen": 0.02,
+                "lachrymal_glands": 0.004,
+            },
+        ),
+        Session(
+            "d7",
+            _d("2026-03-09T10:00:00"),
+            _d("2026-03-09T09:00:00"),
+            10.0e6,
+            {
+                "stomach": 0.06,
+                "bladder": 0.25,
+                "kidneys": 0.03,
+                "heart": 0.01,
+                "liver": 0.02,
+                "lungs": 0.008,
+                "spleen": 0.04,
+                "lachrymal_glands": 0.004,
+            },
+        ),
     ]
     return DemoDesign(
         cohorts=[
             Cohort(
-                name="exvivo", labelling_method="ex_vivo", label_name="89Zr-oxine",
-                nuclide="89Zr", tracer="89Zr-oxine labelled CAR-T cells",
-                cell_product="CD19 CAR-T", frame_duration_s=1200.0, sessions=exvivo_sessions,
-                labelling_specific_activity_kbq_per_1e6_cells=30.0, cells_infused=1.0e7,
+                name="exvivo",
+                labelling_method="ex_vivo",
+                label_name="89Zr-oxine",
+                nuclide="89Zr",
+                tracer="89Zr-oxine labelled CAR-T cells",
+                cell_product="CD19 CAR-T",
+                frame_duration_s=1200.0,
+                sessions=exvivo_sessions,
+                labelling_specific_activity_kbq_per_1e6_cells=30.0,
+                cells_infused=1.0e7,
                 labelling_datetime=_d("2026-03-02T08:30:00"),
                 infusion_datetime=_d("2026-03-02T10:00:00"),
             ),
             Cohort(
-                name="reporter", labelling_method="reporter_gene", label_name="NIS",
-                nuclide="18F", tracer="[18F]tetrafluoroborate", cell_product="CD19 CAR-T NIS+",
-                frame_duration_s=600.0, sessions=reporter_sessions, cells_infused=1.0e7,
+                name="reporter",
+                labelling_method="reporter_gene",
+                label_name="NIS",
+                nuclide="18F",
+                tracer="[18F]tetrafluoroborate",
+                cell_product="CD19 CAR-T NIS+",
+                frame_duration_s=600.0,
+                sessions=reporter_sessions,
+                cells_infused=1.0e7,
                 infusion_datetime=_d("2026-03-02T10:30:00"),
             ),
         ]
@@ -142,7 +220,10 @@ def infused_activity_bq(cohort: Cohort) -> float:
 
 
 def organ_concentrations(
-    labels: np.ndarray, voxel_ml: float, fractions: dict[str, float], activity_bq: float,
+    labels: np.ndarray,
+    voxel_ml: float,
+    fractions: dict[str, float],
+    activity_bq: float,
 ) -> tuple[dict[int, float], dict[int, float]]:
     """Per-label concentration (Bq/mL) and volume (mL) so that each named organ holds its
     fraction of ``activity_bq`` and the remaining soft tissue shares the rest evenly."""
@@ -196,31 +277,48 @@ def generate(outdir: Path, atlas_source: Path, seed: int = 20260302) -> dict[str
             animal_id = f"{cohort.name[:2].upper()}{a + 1:02d}"
             rng_animal = np.random.default_rng(rng_root.integers(2**32))
             weight_g = round(float(rng_animal.uniform(19.0, 25.0)), 1)
-            shape_pose = phantom.random_pose(rng_animal, design.pose_scale_range, 0.0, 0.0,
-                                             body_centre)
+            shape_pose = phantom.random_pose(
+                rng_animal, design.pose_scale_range, 0.0, 0.0, body_centre
+            )
             exvivo = cohort.labelling_method == "ex_vivo"
             infused_bq = infused_activity_bq(cohort) if exvivo else None
-            animals_rows.append({
-                "animal_id": animal_id, "cohort": cohort.name, "strain": "NSG",
-                "sex": "M", "body_weight_g": weight_g, "cell_product": cohort.cell_product,
-                "labelling_method": cohort.labelling_method, "label_name": cohort.label_name,
-                "label_nuclide": cohort.nuclide if exvivo else "",
-                "labelling_datetime": cohort.labelling_datetime.strftime(DATETIME_FMT)
-                if exvivo else "",
-                "labelling_specific_activity_kbq_per_1e6_cells":
-                    cohort.labelling_specific_activity_kbq_per_1e6_cells if exvivo else "",
-                "cells_infused": f"{cohort.cells_infused:.4g}",
-                "infusion_datetime": cohort.infusion_datetime.strftime(DATETIME_FMT),
-                "activity_infused_mbq": round(infused_bq / 1e6, 6) if exvivo else "",
-            })
+            sa = cohort.labelling_specific_activity_kbq_per_1e6_cells
+            animals_rows.append(
+                {
+                    "animal_id": animal_id,
+                    "cohort": cohort.name,
+                    "strain": "NSG",
+                    "sex": "M",
+                    "body_weight_g": weight_g,
+                    "cell_product": cohort.cell_product,
+                    "labelling_method": cohort.labelling_method,
+                    "label_name": cohort.label_name,
+                    "label_nuclide": cohort.nuclide if exvivo else "",
+                    "labelling_datetime": cohort.labelling_datetime.strftime(DATETIME_FMT)
+                    if exvivo
+                    else "",
+                    "labelling_specific_activity_kbq_per_1e6_cells": sa if exvivo else "",
+                    "cells_infused": f"{cohort.cells_infused:.4g}",
+                    "infusion_datetime": cohort.infusion_datetime.strftime(DATETIME_FMT),
+                    "activity_infused_mbq": round(infused_bq / 1e6, 6) if exvivo else "",
+                }
+            )
             for s_idx, session in enumerate(cohort.sessions):
                 rng = np.random.default_rng(rng_animal.integers(2**32))
-                pose = phantom.random_pose(
-                    rng, 0.0, design.pose_max_rotation_deg, design.pose_max_translation_mm,
-                    body_centre) @ shape_pose
+                pose = (
+                    phantom.random_pose(
+                        rng,
+                        0.0,
+                        design.pose_max_rotation_deg,
+                        design.pose_max_translation_mm,
+                        body_centre,
+                    )
+                    @ shape_pose
+                )
                 bed = rng.uniform(-design.bed_offset_mm, design.bed_offset_mm, size=3)
-                grid = phantom.body_grid(atlas_labels, atlas_aff, pose, design.ct_voxel_mm,
-                                         design.margin_mm, bed)
+                grid = phantom.body_grid(
+                    atlas_labels, atlas_aff, pose, design.ct_voxel_mm, design.margin_mm, bed
+                )
                 labels = phantom.resample_labels(atlas_labels, atlas_aff, pose, grid, bed)
                 hu = phantom.ct_image(labels, rng, design.ct_noise_hu, blur_voxels=0.7)
 
@@ -228,51 +326,87 @@ def generate(outdir: Path, atlas_source: Path, seed: int = 20260302) -> dict[str
                     ref_time, id_bq = cohort.infusion_datetime, infused_bq
                 else:
                     ref_time, id_bq = session.injection, session.injected_activity_bq
-                decay_to_scan = decay_factor(seconds_between(ref_time, session.scan_start),
-                                             nuclide.half_life_s)
+                decay_to_scan = decay_factor(
+                    seconds_between(ref_time, session.scan_start), nuclide.half_life_s
+                )
                 fractions = _jitter_fractions(session.organ_fraction, rng, 0.15)
                 conc_ref, volume = organ_concentrations(labels, grid.voxel_ml, fractions, id_bq)
                 conc_scan = {k: v * decay_to_scan for k, v in conc_ref.items()}
                 fine = phantom.concentration_map(labels, conc_scan)
                 pet_grid = phantom.coarse_grid(grid, design.pet_downsample)
                 pet = phantom.pet_image(
-                    phantom.downsample_mean(fine, design.pet_downsample), pet_grid.voxel_ml,
-                    cohort.frame_duration_s, design.sensitivity_cps_per_bq,
-                    design.psf_fwhm_mm, design.ct_voxel_mm * design.pet_downsample, rng)
+                    phantom.downsample_mean(fine, design.pet_downsample),
+                    pet_grid.voxel_ml,
+                    cohort.frame_duration_s,
+                    design.sensitivity_cps_per_bq,
+                    design.psf_fwhm_mm,
+                    design.ct_voxel_mm * design.pet_downsample,
+                    rng,
+                )
 
                 sub = f"sub-{animal_id}/ses-{session.session_id}"
                 frame_uid = make_uid(study_uid, animal_id, session.session_id, "frame")
                 common = dict(
-                    patient_id=animal_id, patient_name=f"Homing^{animal_id}",
-                    patient_weight_kg=weight_g / 1000.0, patient_sex="M", study_uid=make_uid(
-                        study_uid, animal_id, session.session_id),
-                    frame_of_reference_uid=frame_uid, series_datetime=session.scan_start,
+                    patient_id=animal_id,
+                    patient_name=f"Homing^{animal_id}",
+                    patient_weight_kg=weight_g / 1000.0,
+                    patient_sex="M",
+                    study_uid=make_uid(study_uid, animal_id, session.session_id),
+                    frame_of_reference_uid=frame_uid,
+                    series_datetime=session.scan_start,
                 )
-                write_ct_series(tmp / "dicom" / sub / "ct", hu, grid.affine, SeriesMeta(
-                    **common, series_uid=make_uid(frame_uid, "ct"),
-                    series_description="microCT 0.2 mm", series_number=1))
+                write_ct_series(
+                    tmp / "dicom" / sub / "ct",
+                    hu,
+                    grid.affine,
+                    SeriesMeta(
+                        **common,
+                        series_uid=make_uid(frame_uid, "ct"),
+                        series_description="microCT 0.2 mm",
+                        series_number=1,
+                    ),
+                )
                 write_pet_series(
-                    tmp / "dicom" / sub / "pet", pet, pet_grid.affine,
-                    SeriesMeta(**common, series_uid=make_uid(frame_uid, "pet"),
-                               series_description=f"PET {cohort.nuclide} static",
-                               series_number=2),
-                    PetMeta(radiopharmaceutical=cohort.tracer, nuclide=cohort.nuclide,
-                            injected_activity_bq=id_bq, injection_datetime=ref_time,
-                            frame_duration_s=cohort.frame_duration_s),
+                    tmp / "dicom" / sub / "pet",
+                    pet,
+                    pet_grid.affine,
+                    SeriesMeta(
+                        **common,
+                        series_uid=make_uid(frame_uid, "pet"),
+                        series_description=f"PET {cohort.nuclide} static",
+                        series_number=2,
+                    ),
+                    PetMeta(
+                        radiopharmaceutical=cohort.tracer,
+                        nuclide=cohort.nuclide,
+                        injected_activity_bq=id_bq,
+                        injection_datetime=ref_time,
+                        frame_duration_s=cohort.frame_duration_s,
+                    ),
                 )
                 truth_dir = tmp / "truth" / sub
                 truth_dir.mkdir(parents=True, exist_ok=True)
                 nib.save(nib.Nifti1Image(labels, grid.affine), str(truth_dir / "labels_ct.nii.gz"))
-                (truth_dir / "pose.json").write_text(json.dumps(
-                    {"atlas_to_scanner_mm": (_shift(bed) @ pose).round(9).tolist()}, indent=2))
+                (truth_dir / "pose.json").write_text(
+                    json.dumps(
+                        {"atlas_to_scanner_mm": (_shift(bed) @ pose).round(9).tolist()}, indent=2
+                    )
+                )
 
-                scans_rows.append({
-                    "animal_id": animal_id, "session_id": session.session_id,
-                    "modality": "PET", "tracer": cohort.tracer, "tracer_nuclide": cohort.nuclide,
-                    "injected_activity_mbq": "", "injection_datetime": "", "body_weight_g": "",
-                    "emission_dicom": f"dicom/{sub}/pet", "ct_dicom": f"dicom/{sub}/ct",
-                })
-                sa = cohort.labelling_specific_activity_kbq_per_1e6_cells
+                scans_rows.append(
+                    {
+                        "animal_id": animal_id,
+                        "session_id": session.session_id,
+                        "modality": "PET",
+                        "tracer": cohort.tracer,
+                        "tracer_nuclide": cohort.nuclide,
+                        "injected_activity_mbq": "",
+                        "injection_datetime": "",
+                        "body_weight_g": "",
+                        "emission_dicom": f"dicom/{sub}/pet",
+                        "ct_dicom": f"dicom/{sub}/ct",
+                    }
+                )
                 for organ in atl.ORGANS[1:]:
                     lab = organ.label
                     if volume[lab] == 0:
@@ -280,34 +414,48 @@ def generate(outdir: Path, atlas_source: Path, seed: int = 20260302) -> dict[str
                     total_ref = conc_ref[lab] * volume[lab]
                     cells = np.nan
                     if exvivo:
-                        a_cell_ref = sa * 1e-3 * decay_factor(
-                            seconds_between(cohort.labelling_datetime, ref_time),
-                            nuclide.half_life_s)
+                        a_cell_ref = (
+                            sa
+                            * 1e-3
+                            * decay_factor(
+                                seconds_between(cohort.labelling_datetime, ref_time),
+                                nuclide.half_life_s,
+                            )
+                        )
                         cells = total_ref / a_cell_ref
-                    truth_rows.append({
-                        "animal_id": animal_id, "session_id": session.session_id,
-                        "cohort": cohort.name, "organ": organ.name, "label": lab,
-                        "volume_ml": volume[lab],
-                        "mean_bq_per_ml_at_scan_start": conc_scan[lab],
-                        "mean_bq_per_ml_at_injection": conc_ref[lab],
-                        "total_activity_bq_at_injection": total_ref,
-                        "percent_injected_dose": 100.0 * total_ref / id_bq,
-                        "percent_id_per_g": 100.0 * conc_ref[lab] / id_bq,
-                        "label_equivalent_cells": cells,
-                        "injection_datetime": ref_time.strftime(DATETIME_FMT),
-                        "scan_start_datetime": session.scan_start.strftime(DATETIME_FMT),
-                        "session_index": s_idx,
-                    })
+                    truth_rows.append(
+                        {
+                            "animal_id": animal_id,
+                            "session_id": session.session_id,
+                            "cohort": cohort.name,
+                            "organ": organ.name,
+                            "label": lab,
+                            "volume_ml": volume[lab],
+                            "mean_bq_per_ml_at_scan_start": conc_scan[lab],
+                            "mean_bq_per_ml_at_injection": conc_ref[lab],
+                            "total_activity_bq_at_injection": total_ref,
+                            "percent_injected_dose": 100.0 * total_ref / id_bq,
+                            "percent_id_per_g": 100.0 * conc_ref[lab] / id_bq,
+                            "label_equivalent_cells": cells,
+                            "injection_datetime": ref_time.strftime(DATETIME_FMT),
+                            "scan_start_datetime": session.scan_start.strftime(DATETIME_FMT),
+                            "session_index": s_idx,
+                        }
+                    )
 
     pd.DataFrame(animals_rows).to_csv(tmp / "animals.tsv", sep="\t", index=False)
     pd.DataFrame(scans_rows).to_csv(tmp / "scans.tsv", sep="\t", index=False)
-    pd.DataFrame(truth_rows).to_csv(tmp / "truth" / "organs.tsv", sep="\t", index=False,
-                                    float_format="%.9g")
+    pd.DataFrame(truth_rows).to_csv(
+        tmp / "truth" / "organs.tsv", sep="\t", index=False, float_format="%.9g"
+    )
     if outdir.exists():
         shutil.rmtree(outdir)
     os.replace(tmp, outdir)
-    return {"animals": outdir / "animals.tsv", "scans": outdir / "scans.tsv",
-            "truth": outdir / "truth" / "organs.tsv"}
+    return {
+        "animals": outdir / "animals.tsv",
+        "scans": outdir / "scans.tsv",
+        "truth": outdir / "truth" / "organs.tsv",
+    }
 
 
 def _shift(offset_mm: np.ndarray) -> np.ndarray:

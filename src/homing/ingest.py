@@ -58,11 +58,13 @@ KINDS = {"emission": EMISSION_MODALITIES, "ct": CT_MODALITIES}
 
 #: Override key -> the scans.tsv column that sets it (used in error messages).
 SCANS_TSV_COLUMNS = {
-    "injected_activity_bq": "injected_activity_bq",
+    "injected_activity_bq": "injected_activity_mbq (MBq)",
     "injection_datetime": "injection_datetime",
     "tracer_nuclide": "tracer_nuclide",
-    "tracer_name": "tracer_name",
-    "body_weight_kg": "body_weight_kg",
+    "tracer_name": "tracer",
+    "body_weight_kg": "body_weight_g (grams)",
+    # Weight from animals.tsv: used only when the DICOM has no PatientWeight.
+    "fallback_body_weight_kg": "body_weight_g (grams)",
     "decay_correction": "decay_correction",
     "allow_injection_after_scan_start": "allow_injection_after_scan_start",
 }
@@ -1090,15 +1092,18 @@ def _weight_kg(first: pydicom.Dataset, overrides: dict, vs: dict) -> float:
             overrides["body_weight_kg"], f"scans.tsv column {_column('body_weight_kg')}"
         )
     raw = _str_or_none(first.get("PatientWeight"))
+    if raw is None and overrides.get("fallback_body_weight_kg") is not None:
+        vs["BodyWeight"] = "animals.tsv"
+        return _positive(overrides["fallback_body_weight_kg"], "animals.tsv column body_weight_g")
     if raw is None:
-        raise _missing(path, "PatientWeight", "body_weight_kg", "body weight in kg")
+        raise _missing(path, "PatientWeight", "body_weight_kg", "body weight")
     weight = float(raw)
     if not (0 < weight <= MAX_BODY_WEIGHT_KG):
         raise HomingError(
             f"{path}: {_tag('PatientWeight')} = {raw} kg is not a mouse/rat weight "
             f"(0 < weight <= {MAX_BODY_WEIGHT_KG} kg; a mouse is 0.02-0.04 kg). DICOM wants "
             f"kg, and a value in grams is a common mistake. Set column "
-            f"{_column('body_weight_kg')} in scans.tsv (in kg, e.g. 0.025)"
+            f"{_column('body_weight_kg')} in scans.tsv (e.g. 25)"
         )
     vs["BodyWeight"] = "PatientWeight"
     return weight

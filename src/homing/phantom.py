@@ -72,8 +72,9 @@ def body_grid(
     """
     idx = np.argwhere(labels > 0)
     lo, hi = idx.min(axis=0), idx.max(axis=0)
-    corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1])
-                        for c in (lo[2], hi[2])]).T
+    corners = np.array(
+        [[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]
+    ).T
     mm = (pose @ atlas_affine @ corners)[:3]
     start = mm.min(axis=1) - margin_mm
     stop = mm.max(axis=1) + margin_mm
@@ -86,7 +87,10 @@ def body_grid(
 
 
 def resample_labels(
-    labels: np.ndarray, atlas_affine: np.ndarray, pose: np.ndarray, grid: Grid,
+    labels: np.ndarray,
+    atlas_affine: np.ndarray,
+    pose: np.ndarray,
+    grid: Grid,
     origin_offset_mm: np.ndarray,
 ) -> np.ndarray:
     """Atlas labels carried through ``pose`` onto ``grid`` (nearest label), uint8."""
@@ -95,14 +99,20 @@ def resample_labels(
     shift[:3, 3] = -origin_offset_mm
     to_atlas = np.linalg.inv(atlas_affine) @ np.linalg.inv(pose) @ shift @ grid.affine
     out = ndimage.affine_transform(
-        labels, to_atlas[:3, :3], offset=to_atlas[:3, 3], output_shape=grid.shape,
-        order=0, mode="constant", cval=0,
+        labels,
+        to_atlas[:3, :3],
+        offset=to_atlas[:3, 3],
+        output_shape=grid.shape,
+        order=0,
+        mode="constant",
+        cval=0,
     )
     return out.astype(np.uint8)
 
 
-def ct_image(labels: np.ndarray, rng: np.random.Generator, noise_hu: float,
-             blur_voxels: float) -> np.ndarray:
+def ct_image(
+    labels: np.ndarray, rng: np.random.Generator, noise_hu: float, blur_voxels: float
+) -> np.ndarray:
     """CT numbers (HU) for a label map: per-organ HU with a small per-scan jitter, scanner
     blur (Gaussian, sigma in voxels) and Gaussian noise (SD ``noise_hu``)."""
     lut = np.full(256, -1000.0, dtype=np.float32)

@@ -40,8 +40,9 @@ def attenuation(hu_img):
     """HU → relative attenuation (HU + 1000) / 1000, clipped to ATTENUATION_CLIP."""
     ants = _ants()
     arr = np.clip((hu_img.numpy() + 1000.0) / 1000.0, *ATTENUATION_CLIP).astype(np.float32)
-    return ants.from_numpy(arr, origin=hu_img.origin, spacing=hu_img.spacing,
-                           direction=hu_img.direction)
+    return ants.from_numpy(
+        arr, origin=hu_img.origin, spacing=hu_img.spacing, direction=hu_img.direction
+    )
 
 
 def at_voxel_size(img, voxel_mm: float):
@@ -73,10 +74,17 @@ def register_ct_to_atlas(
     moving = at_voxel_size(attenuation(ants.image_read(str(template_path))), working_voxel_mm)
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
         reg = ants.registration(
-            fixed=fixed, moving=moving, type_of_transform=transform,
-            outprefix=str(Path(tmp) / "atlas_to_ct_"), random_seed=random_seed,
-            aff_metric="mattes", syn_metric="mattes", reg_iterations=SYN_ITERATIONS,
-            aff_iterations=AFFINE_ITERATIONS, aff_shrink_factors=(4, 2, 1), aff_smoothing_sigmas=(2, 1, 0),
+            fixed=fixed,
+            moving=moving,
+            type_of_transform=transform,
+            outprefix=str(Path(tmp) / "atlas_to_ct_"),
+            random_seed=random_seed,
+            aff_metric="mattes",
+            syn_metric="mattes",
+            reg_iterations=SYN_ITERATIONS,
+            aff_iterations=AFFINE_ITERATIONS,
+            aff_shrink_factors=(4, 2, 1),
+            aff_smoothing_sigmas=(2, 1, 0),
         )
         fwd = list(reg["fwdtransforms"])
         out: list[Path] = []
@@ -92,7 +100,11 @@ def register_ct_to_atlas(
 
 
 def register_pet_to_ct(
-    pet_path: Path, ct_path: Path, same_frame: bool, out_affine: Path, random_seed: int,
+    pet_path: Path,
+    ct_path: Path,
+    same_frame: bool,
+    out_affine: Path,
+    random_seed: int,
     threads: int,
 ) -> str:
     """Rigid PET → CT (Mattes mutual information) unless both share a frame of reference, in
@@ -112,36 +124,48 @@ def register_pet_to_ct(
     fixed = at_voxel_size(fixed, max(ants.image_read(str(pet_path)).spacing))
     moving = ants.image_read(str(pet_path))
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
-        reg = ants.registration(fixed=fixed, moving=moving, type_of_transform="Rigid",
-                                outprefix=str(Path(tmp) / "pet_to_ct_"),
-                                random_seed=random_seed, aff_metric="mattes")
+        reg = ants.registration(
+            fixed=fixed,
+            moving=moving,
+            type_of_transform="Rigid",
+            outprefix=str(Path(tmp) / "pet_to_ct_"),
+            random_seed=random_seed,
+            aff_metric="mattes",
+        )
         _move(Path(reg["fwdtransforms"][0]), Path(out_affine))
     return "rigid (mutual information)"
 
 
-def warp_labels(moving_labels: Path, reference: Path, transforms: list[Path],
-                invert: list[bool], out_path: Path) -> None:
+def warp_labels(
+    moving_labels: Path, reference: Path, transforms: list[Path], invert: list[bool], out_path: Path
+) -> None:
     """Carry a label map onto ``reference``'s grid with nearest-label interpolation (uint8)."""
     ants = _ants()
     moving = ants.image_read(str(moving_labels))
     ref = ants.image_read(str(reference))
     warped = ants.apply_transforms(
-        fixed=ref, moving=moving, transformlist=[str(t) for t in transforms],
-        whichtoinvert=list(invert), interpolator="genericLabel",
+        fixed=ref,
+        moving=moving,
+        transformlist=[str(t) for t in transforms],
+        whichtoinvert=list(invert),
+        interpolator="genericLabel",
     )
     arr = np.rint(warped.numpy()).astype(np.uint8)
     img = ants.from_numpy(arr, origin=ref.origin, spacing=ref.spacing, direction=ref.direction)
     _write_image(img, Path(out_path), pixeltype="unsigned char")
 
 
-def resample_to(moving: Path, reference: Path, transforms: list[Path], invert: list[bool],
-                out_path: Path) -> None:
+def resample_to(
+    moving: Path, reference: Path, transforms: list[Path], invert: list[bool], out_path: Path
+) -> None:
     """Resample an intensity image onto ``reference``'s grid (linear), e.g. PET into CT space."""
     ants = _ants()
     ref = ants.image_read(str(reference))
     warped = ants.apply_transforms(
-        fixed=ref, moving=ants.image_read(str(moving)),
-        transformlist=[str(t) for t in transforms], whichtoinvert=list(invert),
+        fixed=ref,
+        moving=ants.image_read(str(moving)),
+        transformlist=[str(t) for t in transforms],
+        whichtoinvert=list(invert),
         interpolator="linear",
     )
     _write_image(warped, Path(out_path))

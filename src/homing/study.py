@@ -69,8 +69,9 @@ def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise HomingError(f"{sheet}: file {path} does not exist; check the '{sheet}' key "
-                          "in the config")
+        raise HomingError(
+            f"{sheet}: file {path} does not exist; check the '{sheet}' key in the config"
+        )
     raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     props = schema["properties"]
     problems = []
@@ -82,8 +83,7 @@ def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
         problems.append(f"{path}: missing required column(s) {missing}")
     if problems:
         raise HomingError("\n  ".join(problems))
-    validator = jsonschema.Draft202012Validator(schema,
-                                                format_checker=jsonschema.FormatChecker())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     rows = []
     for i, rec in enumerate(raw.to_dict(orient="records")):
         line = i + 2
@@ -140,8 +140,7 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
     schemas_dir = Path(schemas_dir)
     validate_config(config, load_schema(schemas_dir / "config.schema.yaml"))
     animals_path, scans_path = Path(config["animals"]), Path(config["scans"])
-    animals = read_sheet(animals_path, load_schema(schemas_dir / "animals.schema.yaml"),
-                         "animals")
+    animals = read_sheet(animals_path, load_schema(schemas_dir / "animals.schema.yaml"), "animals")
     scans = read_sheet(scans_path, load_schema(schemas_dir / "scans.schema.yaml"), "scans")
     problems = []
     for line, dup in animals[animals.animal_id.duplicated()].animal_id.items():
@@ -155,16 +154,19 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
             )
     dup = scans.duplicated(subset=["animal_id", "session_id"])
     for line, row in scans[dup].iterrows():
-        problems.append(f"{scans_path}: row {line}, columns animal_id+session_id: "
-                        f"{row.animal_id}/{row.session_id} appears twice")
+        problems.append(
+            f"{scans_path}: row {line}, columns animal_id+session_id: "
+            f"{row.animal_id}/{row.session_id} appears twice"
+        )
     for line, row in scans.iterrows():
         for col in ("emission_dicom", "ct_dicom"):
             folder = Path(row[col])
             if not folder.is_absolute():
                 folder = scans_path.parent / folder
             if not folder.is_dir():
-                problems.append(f"{scans_path}: row {line}, column {col}: DICOM folder "
-                                f"{folder} does not exist")
+                problems.append(
+                    f"{scans_path}: row {line}, column {col}: DICOM folder {folder} does not exist"
+                )
             scans.loc[line, col] = str(folder.resolve())
         try:
             lookup(row.tracer_nuclide, source=f"{scans_path}: row {line}, column tracer_nuclide")
@@ -173,14 +175,18 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
     for line, row in animals.iterrows():
         if row.labelling_method == "ex_vivo":
             try:
-                lookup(row.label_nuclide,
-                       source=f"{animals_path}: row {line}, column label_nuclide")
+                lookup(
+                    row.label_nuclide, source=f"{animals_path}: row {line}, column label_nuclide"
+                )
             except HomingError as exc:
                 problems.append(str(exc))
             if datetime.fromisoformat(row.labelling_datetime) > datetime.fromisoformat(
-                    row.infusion_datetime):
-                problems.append(f"{animals_path}: row {line}, column labelling_datetime: "
-                                "labelling is after infusion_datetime; check both times")
+                row.infusion_datetime
+            ):
+                problems.append(
+                    f"{animals_path}: row {line}, column labelling_datetime: "
+                    "labelling is after infusion_datetime; check both times"
+                )
     if problems:
         raise HomingError("inconsistent study sheets:\n  " + "\n  ".join(problems))
     return Study(animals, scans, animals_path, scans_path)

@@ -1,0 +1,28 @@
+# Homing: longitudinal PET/SPECT cell tracking in mice.
+# Thin on purpose: the rules are in workflow/rules, the science in the `homing` package.
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# Defaults from the repository; --configfile files are laid over them key by key.
+configfile: Path(workflow.basedir) / "config" / "config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/atlas.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/register.smk"
+include: "workflow/rules/quantify.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_outputs(),
+    default_target: True

@@ -1,0 +1,36 @@
+rule ingest_emission:
+    input:
+        dicom=lambda w: scan_row(w)["emission_dicom"],
+    output:
+        nii=scan_path("pet", "pet.nii.gz"),
+        json=scan_path("pet", "pet.json"),
+    params:
+        overrides=lambda w: sheet_overrides(scan_row(w), animal_row(w)),
+    log:
+        "logs/sub-{animal}/ses-{session}/ingest_emission.log",
+    group:
+        "scan_ingest"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/ingest.py"
+
+
+rule ingest_ct:
+    input:
+        dicom=lambda w: scan_row(w)["ct_dicom"],
+    output:
+        nii=scan_path("anat", "ct.nii.gz"),
+        json=scan_path("anat", "ct.json"),
+    params:
+        overrides=None,
+    log:
+        "logs/sub-{animal}/ses-{session}/ingest_ct.log",
+    group:
+        "scan_ingest"
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    script:
+        "../scripts/ingest.py"

@@ -1,0 +1,57 @@
+rule quantify_scan:
+    input:
+        pet=scan_path("pet", "pet.nii.gz"),
+        pet_json=scan_path("pet", "pet.json"),
+        labels_pet=scan_path("pet", "space-pet_dseg.nii.gz"),
+        labels_ct=scan_path("anat", "space-ct_dseg.nii.gz"),
+        table="resources/atlas/labels.tsv",
+    output:
+        scan_path("pet", "organs.tsv"),
+    params:
+        animal=animal_row,
+        scan=scan_row,
+        density=config["quantification"]["tissue_density_g_per_ml"],
+        small_organ_ml=config["quantification"]["small_organ_ml"],
+    log:
+        "logs/sub-{animal}/ses-{session}/quantify_scan.log",
+    group:
+        "scan_organs"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/quantify_scan.py"
+
+
+rule animal_table:
+    input:
+        lambda w: [
+            scan_path("pet", "organs.tsv", w.animal, s) for s in sessions_of(w.animal)
+        ],
+    output:
+        animal_path("organs.tsv"),
+    log:
+        "logs/sub-{animal}/animal_table.log",
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/combine_tables.py"
+
+
+rule study_table:
+    input:
+        lambda w: [scan_path("pet", "organs.tsv", a, s) for a, s in STUDY.sessions()],
+    output:
+        report(
+            "results/study_organs.tsv",
+            caption="../report/study_table.rst",
+            category="Tables",
+        ),
+    log:
+        "logs/study_table.log",
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/combine_tables.py"

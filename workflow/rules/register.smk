@@ -1,0 +1,66 @@
+rule pet_to_ct:
+    input:
+        pet=scan_path("pet", "pet.nii.gz"),
+        pet_json=scan_path("pet", "pet.json"),
+        ct=scan_path("anat", "ct.nii.gz"),
+        ct_json=scan_path("anat", "ct.json"),
+    output:
+        mat=scan_path("xfm", "from-pet_to-ct_xfm.mat"),
+        json=scan_path("xfm", "from-pet_to-ct_xfm.json"),
+    params:
+        seed=config["registration"]["random_seed"],
+    threads: config["registration"]["threads"]
+    log:
+        "logs/sub-{animal}/ses-{session}/pet_to_ct.log",
+    group:
+        "scan_ingest"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/pet_to_ct.py"
+
+
+rule ct_to_atlas:
+    input:
+        ct=scan_path("anat", "ct.nii.gz"),
+        template="resources/atlas/template.nii.gz",
+    output:
+        affine=scan_path("xfm", "from-atlas_to-ct_affine.mat"),
+        warp=scan_path("xfm", "from-atlas_to-ct_warp.nii.gz"),
+    params:
+        voxel_mm=config["registration"]["working_voxel_mm"],
+        transform=config["registration"]["ct_to_atlas_transform"],
+        seed=config["registration"]["random_seed"],
+    threads: config["registration"]["threads"]
+    log:
+        "logs/sub-{animal}/ses-{session}/ct_to_atlas.log",
+    benchmark:
+        "benchmarks/sub-{animal}/ses-{session}/ct_to_atlas.tsv"
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    script:
+        "../scripts/ct_to_atlas.py"
+
+
+rule labels_to_scan:
+    input:
+        labels="resources/atlas/labels.nii.gz",
+        ct=scan_path("anat", "ct.nii.gz"),
+        pet=scan_path("pet", "pet.nii.gz"),
+        affine=scan_path("xfm", "from-atlas_to-ct_affine.mat"),
+        warp=scan_path("xfm", "from-atlas_to-ct_warp.nii.gz"),
+        pet_to_ct=scan_path("xfm", "from-pet_to-ct_xfm.mat"),
+    output:
+        ct=scan_path("anat", "space-ct_dseg.nii.gz"),
+        pet=scan_path("pet", "space-pet_dseg.nii.gz"),
+    log:
+        "logs/sub-{animal}/ses-{session}/labels_to_scan.log",
+    group:
+        "scan_organs"
+    resources:
+        mem_mb=3000,
+        runtime=10,
+    script:
+        "../scripts/labels_to_scan.py"

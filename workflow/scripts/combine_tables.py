@@ -1,0 +1,5 @@
+from homing import pipeline
+
+sm = snakemake  # noqa: F821
+with pipeline.logged(sm.log[0]):
+    pipeline.combine_tables(list(sm.input), sm.output[0])

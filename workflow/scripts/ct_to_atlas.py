@@ -1,0 +1,8 @@
+from homing import pipeline
+
+sm = snakemake  # noqa: F821
+with pipeline.logged(sm.log[0]):
+    pipeline.ct_to_atlas(
+        sm.input.ct, sm.input.template, sm.output.affine, sm.output.warp,
+        sm.params.voxel_mm, sm.params.transform, sm.params.seed, sm.threads,
+    )

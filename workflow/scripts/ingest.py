@@ -1,0 +1,6 @@
+from homing import pipeline
+
+sm = snakemake  # noqa: F821
+kind = "emission" if sm.rule == "ingest_emission" else "ct"
+with pipeline.logged(sm.log[0]):
+    pipeline.ingest_series(sm.input.dicom, kind, sm.params.overrides, sm.output.nii, sm.output.json)

@@ -1,0 +1,5 @@
+from homing import pipeline
+
+sm = snakemake  # noqa: F821
+with pipeline.logged(sm.log[0]):
+    pipeline.tac_figure(sm.input[0], sm.params.organs, sm.output[0])
