@@ -39,12 +39,17 @@ def logged(log_path: str | Path):
                 raise
 
 
-def build_atlas(
-    url: str, sha256: str, local_path: str | None, download: Path, out_dir: Path
-) -> None:
-    """Fetch (or copy) the pinned Digimouse release, verify it, and build resources/atlas."""
-    source = atlas.fetch_source(url, sha256, Path(download), local_path or None)
-    atlas.build_atlas(source, Path(out_dir))
+def fetch_atlas(url: str, sha256: str, local_path: str | None, out_json: Path) -> None:
+    """Fetch (or copy) the pinned Digimouse release and verify its sha256."""
+    atlas.fetch_source(url, sha256, Path(out_json), local_path or None)
+
+
+def build_atlas(source_json: Path, template: Path, labels: Path, table: Path) -> None:
+    """Build the atlas template, labels and label table from the Digimouse source."""
+    paths = atlas.build_atlas(Path(source_json), Path(template).parent)
+    expected = {"template": Path(template), "labels": Path(labels), "table": Path(table)}
+    if {k: Path(v) for k, v in paths.items()} != expected:
+        raise HomingError(f"atlas files {paths} do not match the rule outputs {expected}")
 
 
 def sheet_overrides(scan: dict, animal: dict) -> dict:

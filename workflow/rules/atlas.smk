@@ -1,14 +1,30 @@
-rule atlas:
+rule fetch_atlas:
     output:
-        template="resources/atlas/template.nii.gz",
-        labels="resources/atlas/labels.nii.gz",
-        table="resources/atlas/labels.tsv",
+        "resources/downloads/digimouse.json",
     params:
         url=config["atlas"]["url"],
         sha256=config["atlas"]["sha256"],
         local_path=config["atlas"].get("local_path", ""),
-        download="resources/downloads/digimouse.json",
-        out_dir="resources/atlas",
+    conda:
+        "../envs/homing.yaml"
+    log:
+        "logs/fetch_atlas.log",
+    resources:
+        mem_mb=500,
+        runtime=10,
+    script:
+        "../scripts/fetch_atlas.py"
+
+
+rule atlas:
+    input:
+        "resources/downloads/digimouse.json",
+    output:
+        template="resources/atlas/template.nii.gz",
+        labels="resources/atlas/labels.nii.gz",
+        table="resources/atlas/labels.tsv",
+    conda:
+        "../envs/homing.yaml"
     log:
         "logs/atlas.log",
     resources:

@@ -15,7 +15,9 @@ wildcard_constraints:
 
 def scan_path(kind, suffix, animal="{animal}", session="{session}"):
     """results/sub-A/ses-S/<kind>/sub-A_ses-S_<suffix>: the one naming scheme."""
-    return f"results/sub-{animal}/ses-{session}/{kind}/sub-{animal}_ses-{session}_{suffix}"
+    return (
+        f"results/sub-{animal}/ses-{session}/{kind}/sub-{animal}_ses-{session}_{suffix}"
+    )
 
 
 def animal_path(suffix, animal="{animal}"):

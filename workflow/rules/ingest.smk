@@ -4,15 +4,17 @@ rule ingest_emission:
     output:
         nii=scan_path("pet", "pet.nii.gz"),
         json=scan_path("pet", "pet.json"),
-    params:
-        overrides=lambda w: sheet_overrides(scan_row(w), animal_row(w)),
     log:
         "logs/sub-{animal}/ses-{session}/ingest_emission.log",
     group:
         "scan_ingest"
+    conda:
+        "../envs/homing.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        overrides=lambda w: sheet_overrides(scan_row(w), animal_row(w)),
     script:
         "../scripts/ingest.py"
 
@@ -23,14 +25,16 @@ rule ingest_ct:
     output:
         nii=scan_path("anat", "ct.nii.gz"),
         json=scan_path("anat", "ct.json"),
-    params:
-        overrides=None,
     log:
         "logs/sub-{animal}/ses-{session}/ingest_ct.log",
     group:
         "scan_ingest"
+    conda:
+        "../envs/homing.yaml"
     resources:
         mem_mb=3000,
         runtime=10,
+    params:
+        overrides=None,
     script:
         "../scripts/ingest.py"

@@ -7,18 +7,20 @@ rule quantify_scan:
         table="resources/atlas/labels.tsv",
     output:
         scan_path("pet", "organs.tsv"),
+    log:
+        "logs/sub-{animal}/ses-{session}/quantify_scan.log",
+    group:
+        "scan_organs"
+    conda:
+        "../envs/homing.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         animal=animal_row,
         scan=scan_row,
         density=config["quantification"]["tissue_density_g_per_ml"],
         small_organ_ml=config["quantification"]["small_organ_ml"],
-    log:
-        "logs/sub-{animal}/ses-{session}/quantify_scan.log",
-    group:
-        "scan_organs"
-    resources:
-        mem_mb=2000,
-        runtime=10,
     script:
         "../scripts/quantify_scan.py"
 
@@ -32,6 +34,8 @@ rule animal_table:
         animal_path("organs.tsv"),
     log:
         "logs/sub-{animal}/animal_table.log",
+    conda:
+        "../envs/homing.yaml"
     resources:
         mem_mb=500,
         runtime=5,
@@ -50,6 +54,8 @@ rule study_table:
         ),
     log:
         "logs/study_table.log",
+    conda:
+        "../envs/homing.yaml"
     resources:
         mem_mb=500,
         runtime=5,

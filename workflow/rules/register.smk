@@ -7,16 +7,18 @@ rule pet_to_ct:
     output:
         mat=scan_path("xfm", "from-pet_to-ct_xfm.mat"),
         json=scan_path("xfm", "from-pet_to-ct_xfm.json"),
-    params:
-        seed=config["registration"]["random_seed"],
-    threads: config["registration"]["threads"]
     log:
         "logs/sub-{animal}/ses-{session}/pet_to_ct.log",
     group:
         "scan_ingest"
+    conda:
+        "../envs/homing.yaml"
+    threads: config["registration"]["threads"]
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        seed=config["registration"]["random_seed"],
     script:
         "../scripts/pet_to_ct.py"
 
@@ -28,18 +30,20 @@ rule ct_to_atlas:
     output:
         affine=scan_path("xfm", "from-atlas_to-ct_affine.mat"),
         warp=scan_path("xfm", "from-atlas_to-ct_warp.nii.gz"),
-    params:
-        voxel_mm=config["registration"]["working_voxel_mm"],
-        transform=config["registration"]["ct_to_atlas_transform"],
-        seed=config["registration"]["random_seed"],
-    threads: config["registration"]["threads"]
     log:
         "logs/sub-{animal}/ses-{session}/ct_to_atlas.log",
     benchmark:
         "benchmarks/sub-{animal}/ses-{session}/ct_to_atlas.tsv"
+    conda:
+        "../envs/homing.yaml"
+    threads: config["registration"]["threads"]
     resources:
         mem_mb=3000,
         runtime=20,
+    params:
+        voxel_mm=config["registration"]["working_voxel_mm"],
+        transform=config["registration"]["ct_to_atlas_transform"],
+        seed=config["registration"]["random_seed"],
     script:
         "../scripts/ct_to_atlas.py"
 
@@ -59,6 +63,8 @@ rule labels_to_scan:
         "logs/sub-{animal}/ses-{session}/labels_to_scan.log",
     group:
         "scan_organs"
+    conda:
+        "../envs/homing.yaml"
     resources:
         mem_mb=3000,
         runtime=10,

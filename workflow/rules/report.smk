@@ -9,12 +9,14 @@ rule tac_figure:
             subcategory="{animal}",
             labels={"animal": "{animal}", "figure": "time-activity curves"},
         ),
-    params:
-        organs=config["quantification"]["report_organs"],
     log:
         "logs/sub-{animal}/tac_figure.log",
+    conda:
+        "../envs/homing.yaml"
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        organs=config["quantification"]["report_organs"],
     script:
         "../scripts/tac_figure.py"

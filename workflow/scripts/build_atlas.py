@@ -1,5 +1,7 @@
+import _homing_src  # noqa: F401
+
 from homing import pipeline
 
-p = snakemake.params  # noqa: F821
-with pipeline.logged(snakemake.log[0]):  # noqa: F821
-    pipeline.build_atlas(p.url, p.sha256, p.local_path, p.download, p.out_dir)
+sm = snakemake  # noqa: F821
+with pipeline.logged(sm.log[0]):
+    pipeline.build_atlas(sm.input[0], sm.output.template, sm.output.labels, sm.output.table)

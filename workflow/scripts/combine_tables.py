@@ -1,3 +1,5 @@
+import _homing_src  # noqa: F401
+
 from homing import pipeline
 
 sm = snakemake  # noqa: F821

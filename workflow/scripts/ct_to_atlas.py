@@ -1,8 +1,16 @@
+import _homing_src  # noqa: F401
+
 from homing import pipeline
 
 sm = snakemake  # noqa: F821
 with pipeline.logged(sm.log[0]):
     pipeline.ct_to_atlas(
-        sm.input.ct, sm.input.template, sm.output.affine, sm.output.warp,
-        sm.params.voxel_mm, sm.params.transform, sm.params.seed, sm.threads,
+        sm.input.ct,
+        sm.input.template,
+        sm.output.affine,
+        sm.output.warp,
+        sm.params.voxel_mm,
+        sm.params.transform,
+        sm.params.seed,
+        sm.threads,
     )

@@ -1,9 +1,18 @@
+import _homing_src  # noqa: F401
+
 from homing import pipeline
 
 sm = snakemake  # noqa: F821
 with pipeline.logged(sm.log[0]):
     pipeline.quantify_scan(
-        sm.input.pet, sm.input.pet_json, sm.input.labels_pet, sm.input.labels_ct,
-        sm.input.table, sm.params.animal, sm.params.scan, sm.params.density,
-        sm.params.small_organ_ml, sm.output[0],
+        sm.input.pet,
+        sm.input.pet_json,
+        sm.input.labels_pet,
+        sm.input.labels_ct,
+        sm.input.table,
+        sm.params.animal,
+        sm.params.scan,
+        sm.params.density,
+        sm.params.small_organ_ml,
+        sm.output[0],
     )

@@ -1,0 +1,156 @@
+"""Quantification against digital phantoms whose organ activities are known exactly."""
+
+import math
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from homing import HomingError
+from homing.nuclides import lookup
+from homing.quantify import (
+    combine_sessions,
+    label_equivalent_cells_per_bq,
+    organ_table,
+    scan_columns,
+    to_injection_factor,
+    with_scan_columns,
+)
+
+ZR = lookup("89Zr").half_life_s
+F18 = lookup("18F").half_life_s
+INJ = datetime(2026, 3, 2, 10, 0, 0)
+ORGANS = pd.DataFrame({"label": [0, 1, 2, 3], "name": ["background", "rest", "liver", "tiny"]})
+
+
+def sidecar(scan_start, decay="START", half_life_s=ZR, dose_mbq=0.3, weight_kg=0.025,
+            frame_s=1200.0):
+    corrected = decay != "NONE"
+    dc_time = {"START": scan_start, "ADMIN": INJ, "NONE": None}[decay]
+    return {
+        "HalfLife_s": half_life_s,
+        "InjectionDateTime": INJ.isoformat(),
+        "ScanStartDateTime": scan_start.isoformat(),
+        "ImageDecayCorrected": corrected,
+        "DecayCorrectionDateTime": dc_time.isoformat() if dc_time else None,
+        "FrameTimesStart": [0.0],
+        "FrameDuration": [frame_s],
+        "InjectedRadioactivity": dose_mbq,
+        "BodyWeight": weight_kg,
+        "TracerRadionuclide": "89Zr" if half_life_s == ZR else "18F",
+        "TracerName": "test",
+    }
+
+
+def phantom(conc_liver, conc_rest):
+    """4×4×4 PET grid: liver in one corner block, a 1-voxel 'tiny' organ, rest elsewhere."""
+    labels = np.ones((4, 4, 4), dtype=np.uint8)
+    labels[:2, :2, :2] = 2
+    labels[3, 3, 3] = 3
+    labels[0, 3, 3] = 0
+    pet = np.where(labels == 2, conc_liver, conc_rest).astype(np.float32)
+    pet[labels == 0] = 0.0
+    return pet, labels
+
+
+def test_start_corrected_image_is_corrected_back_to_injection():
+    scan = INJ + timedelta(days=3, hours=0.5)
+    pet, labels = phantom(1000.0, 10.0)
+    ct_voxel_ml = 0.001  # labels reused as a 1 mm³ "CT" grid
+    t = organ_table(pet, labels, labels, ct_voxel_ml, sidecar(scan), ORGANS, {}, 1.0, 0.0)
+    liver = t.set_index("organ").loc["liver"]
+    expected_inj = 1000.0 * math.exp(math.log(2) * (3 * 86400 + 1800) / ZR)
+    assert liver.mean_bq_per_ml_as_stored == pytest.approx(1000.0)
+    assert liver.mean_bq_per_ml_at_injection == pytest.approx(expected_inj, rel=1e-9)
+    assert liver.volume_ml == pytest.approx(8 * 0.001)
+    assert liver.percent_id_per_g == pytest.approx(100 * expected_inj / 0.3e6, rel=1e-9)
+    assert liver.percent_injected_dose == pytest.approx(100 * expected_inj * 0.008 / 0.3e6)
+    assert liver.suv_bw_g_per_ml == pytest.approx(expected_inj / (0.3e6 / 25.0), rel=1e-9)
+    assert "background" not in set(t.organ)
+
+
+def test_admin_corrected_image_is_not_corrected_twice():
+    scan = INJ + timedelta(days=7)
+    pet, labels = phantom(500.0, 5.0)
+    t = organ_table(pet, labels, labels, 0.001, sidecar(scan, "ADMIN"), ORGANS, {}, 1.0, 0.0)
+    assert t.set_index("organ").loc["liver"].mean_bq_per_ml_at_injection == pytest.approx(500.0)
+
+
+def test_uncorrected_frame_average_is_undone_analytically():
+    # A source of C0 Bq/mL at injection, imaged uncorrected over [t1, t1 + Δt]: the image
+    # holds the frame average C0·e^(−λt1)·(1 − e^(−λΔt))/(λΔt). We must recover C0.
+    c0, t1, dt = 2.0e5, 3600.0, 1800.0
+    lam = math.log(2) / F18
+    stored = c0 * math.exp(-lam * t1) * (1 - math.exp(-lam * dt)) / (lam * dt)
+    sc = sidecar(INJ + timedelta(seconds=t1), "NONE", F18, frame_s=dt)
+    assert stored * to_injection_factor(sc) == pytest.approx(c0, rel=1e-12)
+
+
+def test_density_changes_percent_id_per_g_and_is_recorded():
+    scan = INJ + timedelta(hours=2)
+    pet, labels = phantom(1000.0, 10.0)
+    t1 = organ_table(pet, labels, labels, 0.001, sidecar(scan), ORGANS, {}, 1.0, 0.0)
+    t2 = organ_table(pet, labels, labels, 0.001, sidecar(scan), ORGANS, {}, 0.4, 0.0)
+    ratio = t2.percent_id_per_g / t1.percent_id_per_g
+    assert np.allclose(ratio, 2.5)
+    assert set(t2.tissue_density_g_per_ml) == {0.4}
+
+
+def test_small_organ_and_missing_organ_are_flagged_not_dropped():
+    scan = INJ + timedelta(hours=2)
+    pet, labels = phantom(1000.0, 10.0)
+    on_pet = labels.copy()
+    on_pet[on_pet == 3] = 1  # the tiny organ vanished on the coarser PET grid
+    t = organ_table(pet, on_pet, labels, 0.001, sidecar(scan), ORGANS, {}, 1.0, 0.005)
+    tiny = t.set_index("organ").loc["tiny"]
+    assert "small_organ_partial_volume" in tiny["flags"]
+    assert "not_on_pet_grid" in tiny["flags"]
+    assert math.isnan(tiny.mean_bq_per_ml_at_injection)
+    assert t.set_index("organ").loc["liver"]["flags"] == ""
+
+
+def test_grid_mismatch_is_an_error():
+    pet, labels = phantom(1.0, 1.0)
+    with pytest.raises(HomingError, match="different grids"):
+        organ_table(pet, labels[:3], labels, 0.001, sidecar(INJ), ORGANS, {}, 1.0, 0.0)
+
+
+def test_label_equivalent_cells_from_specific_activity():
+    animal = {
+        "labelling_method": "ex_vivo",
+        "label_nuclide": "89Zr",
+        "labelling_specific_activity_kbq_per_1e6_cells": 30.0,
+        "labelling_datetime": (INJ - timedelta(hours=1.5)).isoformat(),
+    }
+    per_bq = label_equivalent_cells_per_bq(animal, INJ, "89Zr")
+    a_cell = 30.0e3 / 1e6 * math.exp(-math.log(2) * 5400 / ZR)  # Bq per cell at infusion
+    assert per_bq == pytest.approx(1 / a_cell, rel=1e-12)
+    # 1e6 cells' worth of label in the liver, imaged 3 days later (START-corrected)
+    scan = INJ + timedelta(days=3)
+    total_at_inj = 1e6 * a_cell
+    conc_scan = total_at_inj / 0.008 * math.exp(-math.log(2) * 3 * 86400 / ZR)
+    pet, labels = phantom(conc_scan, 0.0)
+    t = organ_table(pet, labels, labels, 0.001, sidecar(scan), ORGANS, animal, 1.0, 0.0)
+    assert t.set_index("organ").loc["liver"].label_equivalent_cells == pytest.approx(1e6)
+    # a reporter scan (18F) of the same animal is not a measurement of the label
+    assert math.isnan(label_equivalent_cells_per_bq(animal, INJ, "18F"))
+    assert math.isnan(label_equivalent_cells_per_bq({"labelling_method": "none"}, INJ, "89Zr"))
+
+
+def test_scan_columns_and_combination_order():
+    sc = sidecar(INJ + timedelta(days=3))
+    animal = {"cohort": "a", "labelling_method": "ex_vivo", "infusion_datetime": INJ.isoformat()}
+    cols = scan_columns(sc, animal, {"animal_id": "A1", "session_id": "d3", "modality": "PET"})
+    assert cols["days_since_infusion"] == pytest.approx(3.0)
+    assert cols["hours_since_injection"] == pytest.approx(72.0)
+    assert cols["body_weight_g"] == pytest.approx(25.0)
+    pet, labels = phantom(1.0, 1.0)
+    t = organ_table(pet, labels, labels, 0.001, sc, ORGANS, animal, 1.0, 0.0)
+    late = with_scan_columns(t, cols)
+    early = with_scan_columns(t, {**cols, "session_id": "d0",
+                                  "scan_start_datetime": INJ.isoformat()})
+    both = combine_sessions([late, early])
+    assert list(both.session_id.unique()) == ["d0", "d3"]
+    with pytest.raises(HomingError):
+        combine_sessions([])
