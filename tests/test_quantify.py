@@ -24,8 +24,9 @@ INJ = datetime(2026, 3, 2, 10, 0, 0)
 ORGANS = pd.DataFrame({"label": [0, 1, 2, 3], "name": ["background", "rest", "liver", "tiny"]})
 
 
-def sidecar(scan_start, decay="START", half_life_s=ZR, dose_mbq=0.3, weight_kg=0.025,
-            frame_s=1200.0):
+def sidecar(
+    scan_start, decay="START", half_life_s=ZR, dose_mbq=0.3, weight_kg=0.025, frame_s=1200.0
+):
     corrected = decay != "NONE"
     dc_time = {"START": scan_start, "ADMIN": INJ, "NONE": None}[decay]
     return {
@@ -148,8 +149,9 @@ def test_scan_columns_and_combination_order():
     pet, labels = phantom(1.0, 1.0)
     t = organ_table(pet, labels, labels, 0.001, sc, ORGANS, animal, 1.0, 0.0)
     late = with_scan_columns(t, cols)
-    early = with_scan_columns(t, {**cols, "session_id": "d0",
-                                  "scan_start_datetime": INJ.isoformat()})
+    early = with_scan_columns(
+        t, {**cols, "session_id": "d0", "scan_start_datetime": INJ.isoformat()}
+    )
     both = combine_sessions([late, early])
     assert list(both.session_id.unique()) == ["d0", "d3"]
     with pytest.raises(HomingError):

@@ -24,11 +24,16 @@ def _atlas_source(local: str | None, cache_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="homing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser("demo-study", help="write the built-in demo study (DICOM, sheets, "
-                            "config overlay, truth tables)")
+    p_demo = sub.add_parser(
+        "demo-study",
+        help="write the built-in demo study (DICOM, sheets, config overlay, truth tables)",
+    )
     p_demo.add_argument("outdir", type=Path)
-    p_demo.add_argument("--atlas", default=None,
-                        help="local copy of digimouse.json (default: download, sha256-checked)")
+    p_demo.add_argument(
+        "--atlas",
+        default=None,
+        help="local copy of digimouse.json (default: download, sha256-checked)",
+    )
     p_demo.add_argument("--seed", type=int, default=20260302)
     p_demo.add_argument("--force", action="store_true", help="rebuild even if complete")
     p_atlas = sub.add_parser("build-atlas", help="build the atlas template and labels")

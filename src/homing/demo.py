@@ -258,8 +258,14 @@ def _atomic_dir(final: Path) -> Path:
     return tmp
 
 
-def generate(outdir: Path, atlas_source: Path, seed: int = 20260302) -> dict[str, Path]:
-    """Write the demo study to ``outdir``: DICOM, sheets, config and truth. Deterministic."""
+def generate(
+    outdir: Path, atlas_source: Path, seed: int = 20260302, only_animals: set[str] | None = None
+) -> dict[str, Path]:
+    """Write the demo study to ``outdir``: DICOM, sheets, config and truth. Deterministic.
+
+    ``only_animals`` writes a subset; each animal's data is the same as in the full study
+    (every animal's random stream is drawn whether or not it is written).
+    """
     outdir = Path(outdir)
     design = demo_design()
     labels_img = atl.canonical_labels(atl.decode_digimouse_json(atlas_source))
@@ -276,6 +282,8 @@ def generate(outdir: Path, atlas_source: Path, seed: int = 20260302) -> dict[str
         for a in range(design.animals_per_cohort):
             animal_id = f"{cohort.name[:2].upper()}{a + 1:02d}"
             rng_animal = np.random.default_rng(rng_root.integers(2**32))
+            if only_animals is not None and animal_id not in only_animals:
+                continue
             weight_g = round(float(rng_animal.uniform(19.0, 25.0)), 1)
             shape_pose = phantom.random_pose(
                 rng_animal, design.pose_scale_range, 0.0, 0.0, body_centre

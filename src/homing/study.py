@@ -6,6 +6,7 @@ the column and what to do, and all problems of a sheet are reported at once.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +40,10 @@ def validate_config(config: dict, schema: dict, source: str = "config") -> dict:
     return config
 
 
+#: A full date and time (DOMAIN.md §3: a date alone, or a time alone, is never enough).
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
 def _convert(value: str, spec: dict) -> object:
     """Turn a TSV cell (text) into the schema's type; raise ValueError with a reason."""
     kind = spec.get("type")
@@ -54,6 +59,8 @@ def _convert(value: str, spec: dict) -> object:
             raise ValueError(f"{value!r} is not a whole number") from None
     if spec.get("format") == "date-time":
         try:
+            if not _DATETIME.match(value):
+                raise ValueError
             datetime.fromisoformat(value)
         except ValueError:
             raise ValueError(
@@ -72,7 +79,9 @@ def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
         raise HomingError(
             f"{sheet}: file {path} does not exist; check the '{sheet}' key in the config"
         )
-    raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False)
+    raw.index = range(2, len(raw) + 2)  # line numbers in the file (header = line 1)
+    raw = raw[(raw.apply(lambda col: col.str.strip()) != "").any(axis=1)]
     props = schema["properties"]
     problems = []
     unknown = [c for c in raw.columns if c not in props]
@@ -85,9 +94,10 @@ def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
         raise HomingError("\n  ".join(problems))
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     rows = []
-    for i, rec in enumerate(raw.to_dict(orient="records")):
-        line = i + 2
+    lines = list(raw.index)
+    for line, rec in zip(lines, raw.to_dict(orient="records"), strict=True):
         row: dict = {}
+        unreadable = set()
         for col, text in rec.items():
             text = text.strip()
             if text == "":
@@ -95,11 +105,14 @@ def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
             try:
                 row[col] = _convert(text, props[col])
             except ValueError as exc:
+                unreadable.add(col)
                 problems.append(f"{path}: row {line}, column {col}: {exc}")
         for err in validator.iter_errors(row):
             col = _path_of(err)
             if err.validator == "required":
                 col = err.message.split("'")[1]
+                if col in unreadable:
+                    continue
                 msg = f"is empty but required here ({err.message})"
             else:
                 msg = err.message
@@ -107,8 +120,7 @@ def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
         rows.append(row)
     if problems:
         raise HomingError(f"invalid {sheet} sheet:\n  " + "\n  ".join(problems))
-    df = pd.DataFrame(rows, columns=list(raw.columns))
-    df.index = range(2, len(df) + 2)  # file line numbers, for later messages
+    df = pd.DataFrame(rows, columns=list(raw.columns), index=lines)
     return df
 
 
@@ -180,13 +192,16 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
                 )
             except HomingError as exc:
                 problems.append(str(exc))
-            if datetime.fromisoformat(row.labelling_datetime) > datetime.fromisoformat(
-                row.infusion_datetime
-            ):
+            labelled = datetime.fromisoformat(row.labelling_datetime)
+            infused = datetime.fromisoformat(row.infusion_datetime)
+            where = f"{animals_path}: row {line}, column labelling_datetime"
+            if (labelled.tzinfo is None) != (infused.tzinfo is None):
                 problems.append(
-                    f"{animals_path}: row {line}, column labelling_datetime: "
-                    "labelling is after infusion_datetime; check both times"
+                    f"{where}: one of labelling_datetime and infusion_datetime has a time "
+                    "zone and the other not; write both the same way"
                 )
+            elif labelled > infused:
+                problems.append(f"{where}: labelling is after infusion_datetime; check both")
     if problems:
         raise HomingError("inconsistent study sheets:\n  " + "\n  ".join(problems))
     return Study(animals, scans, animals_path, scans_path)

@@ -1,17 +1,17 @@
 rule fetch_atlas:
     output:
         "resources/downloads/digimouse.json",
+    log:
+        "logs/fetch_atlas.log",
+    conda:
+        "../envs/homing.yaml"
+    resources:
+        mem_mb=500,
+        runtime=10,
     params:
         url=config["atlas"]["url"],
         sha256=config["atlas"]["sha256"],
         local_path=config["atlas"].get("local_path", ""),
-    conda:
-        "../envs/homing.yaml"
-    log:
-        "logs/fetch_atlas.log",
-    resources:
-        mem_mb=500,
-        runtime=10,
     script:
         "../scripts/fetch_atlas.py"
 
@@ -23,10 +23,10 @@ rule atlas:
         template="resources/atlas/template.nii.gz",
         labels="resources/atlas/labels.nii.gz",
         table="resources/atlas/labels.tsv",
-    conda:
-        "../envs/homing.yaml"
     log:
         "logs/atlas.log",
+    conda:
+        "../envs/homing.yaml"
     resources:
         mem_mb=2000,
         runtime=10,

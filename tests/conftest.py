@@ -1,0 +1,27 @@
+"""Shared fixtures: paths to the repository and to ../shared/data, and the demo study."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+DIGIMOUSE_JSON = SHARED_DATA / "atlas" / "digimouse" / "digimouse.json"
+
+
+@pytest.fixture(scope="session")
+def digimouse_json() -> Path:
+    if not DIGIMOUSE_JSON.is_file():
+        pytest.skip(f"shared data folder absent ({DIGIMOUSE_JSON})")
+    return DIGIMOUSE_JSON
+
+
+@pytest.fixture(scope="session")
+def demo_study(tmp_path_factory, digimouse_json) -> Path:
+    """The full demo study, generated once per test session (about a minute)."""
+    from homing import demo
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    demo.generate(out, digimouse_json)
+    demo.write_config(out, digimouse_json)
+    return out

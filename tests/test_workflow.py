@@ -1,0 +1,223 @@
+"""The Snakemake workflow: lint, formatting, dry run, bad input, and a full demo run.
+
+The full run is checked against the demo's truth table. Tolerance (stated in the README):
+for every organ of at least 0.1 mL that the demo puts activity in (true %ID/g at least 1.5×
+the soft-tissue background of that scan), except the skeleton (thin bone beside hot
+lungs/liver, no partial-volume correction yet), %ID/g and label-equivalent cells are within
+±20 % of truth, and organ volumes of at least 0.1 mL within ±10 %.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.workflow
+
+RULES = [
+    "fetch_atlas",
+    "atlas",
+    "ingest_emission",
+    "ingest_ct",
+    "pet_to_ct",
+    "ct_to_atlas",
+    "labels_to_scan",
+    "quantify_scan",
+    "animal_table",
+    "study_table",
+    "tac_figure",
+]
+TOLERANCE_PERCENT_ID_PER_G = 0.20
+TOLERANCE_VOLUME = 0.10
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=3000)
+
+
+def tool(*cmd: str):
+    return subprocess.run([sys.executable, "-m", *cmd], capture_output=True, text=True, cwd=REPO)
+
+
+def test_snakemake_lint_is_clean(demo_study, tmp_path):
+    res = snakemake(tmp_path, "--lint", configfile=demo_study / "config.yaml")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Lints for" not in res.stdout + res.stderr
+    assert "Congratulations" in res.stdout + res.stderr
+
+
+def test_snakefmt_and_ruff_are_clean():
+    fmt = tool("snakefmt", "--check", "Snakefile", "workflow")
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    lint = tool("ruff", "check", ".")
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    form = tool("ruff", "format", "--check", ".")
+    assert form.returncode == 0, form.stdout + form.stderr
+
+
+def test_dry_run_lists_the_whole_chain(demo_study, tmp_path):
+    res = snakemake(tmp_path, "-n", configfile=demo_study / "config.yaml")
+    assert res.returncode == 0, res.stderr
+    counts = {}
+    for line in res.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    for rule in RULES:
+        assert rule in counts, f"rule {rule} missing from the dry run:\n{res.stdout}"
+    assert counts["ct_to_atlas"] == 12 and counts["tac_figure"] == 4
+    assert not (tmp_path / "results").exists()
+
+
+def bad_copy(demo_study: Path, tmp_path: Path, sheet: str, row: int, column: str, value: str):
+    """A copy of the demo's sheets with one cell changed; returns the config overlay."""
+    for name in ("animals.tsv", "scans.tsv"):
+        df = pd.read_csv(demo_study / name, sep="\t", dtype=str, keep_default_na=False)
+        if name == "scans.tsv":
+            for col in ("emission_dicom", "ct_dicom"):
+                df[col] = [str(demo_study / p) for p in df[col]]
+        if name == sheet:
+            df.loc[row - 2, column] = value
+        df.to_csv(tmp_path / name, sep="\t", index=False)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        (demo_study / "config.yaml")
+        .read_text()
+        .replace(str(demo_study / "animals.tsv"), str(tmp_path / "animals.tsv"))
+        .replace(str(demo_study / "scans.tsv"), str(tmp_path / "scans.tsv"))
+    )
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "sheet,row,column,value,expected",
+    [
+        ("animals.tsv", 3, "body_weight_g", "heavy", "'heavy' is not a number"),
+        ("scans.tsv", 4, "animal_id", "ZZ99", "animal 'ZZ99' is not in"),
+        ("scans.tsv", 5, "ct_dicom", "/nonexistent/ct", "/nonexistent/ct does not exist"),
+    ],
+)
+def test_bad_sheet_stops_before_any_job(demo_study, tmp_path, sheet, row, column, value, expected):
+    cfg = bad_copy(demo_study, tmp_path, sheet, row, column, value)
+    work = tmp_path / "work"
+    work.mkdir()
+    res = snakemake(work, "--cores", "1", configfile=cfg)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0
+    for part in (str(tmp_path / sheet), f"row {row}", f"column {column}", expected):
+        assert part in out, f"{part!r} not in:\n{out}"
+    assert not (work / "results").exists() and not (work / "resources").exists()
+
+
+@pytest.fixture(scope="module")
+def full_run(demo_study, tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    res = snakemake(
+        work, "--cores", str(min(os.cpu_count() or 1, 2)), configfile=demo_study / "config.yaml"
+    )
+    if res.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}"
+            for p in sorted((work / "logs").rglob("*.log"))
+            if "ERROR" in p.read_text()
+        )
+        pytest.fail(f"workflow failed:\n{res.stderr[-5000:]}\n{logs}")
+    return work
+
+
+def test_every_expected_output_exists(full_run, demo_study):
+    scans = pd.read_csv(demo_study / "scans.tsv", sep="\t", dtype=str)
+    for a, s in zip(scans.animal_id, scans.session_id, strict=True):
+        base = full_run / "results" / f"sub-{a}" / f"ses-{s}"
+        for rel in (
+            f"pet/sub-{a}_ses-{s}_pet.nii.gz",
+            f"pet/sub-{a}_ses-{s}_pet.json",
+            f"anat/sub-{a}_ses-{s}_ct.nii.gz",
+            f"anat/sub-{a}_ses-{s}_space-ct_dseg.nii.gz",
+            f"pet/sub-{a}_ses-{s}_space-pet_dseg.nii.gz",
+            f"pet/sub-{a}_ses-{s}_organs.tsv",
+            f"xfm/sub-{a}_ses-{s}_from-atlas_to-ct_warp.nii.gz",
+        ):
+            assert (base / rel).stat().st_size > 0, rel
+        assert (full_run / "logs" / f"sub-{a}" / f"ses-{s}" / "ct_to_atlas.log").exists()
+    for a in set(scans.animal_id):
+        assert (full_run / "results" / f"sub-{a}" / f"sub-{a}_desc-tac_plot.png").stat().st_size
+    assert (full_run / "results" / "study_organs.tsv").exists()
+
+
+def test_organ_estimates_agree_with_truth(full_run, demo_study):
+    dt = {"animal_id": str, "session_id": str}
+    measured = pd.read_csv(full_run / "results" / "study_organs.tsv", sep="\t", dtype=dt)
+    truth = pd.read_csv(demo_study / "truth" / "organs.tsv", sep="\t", dtype=dt)
+    j = measured.merge(truth, on=["animal_id", "session_id", "organ"], suffixes=("", "_true"))
+    assert len(j) == len(truth)
+    soft = j[j.organ == "soft_tissue"].set_index(["animal_id", "session_id"]).percent_id_per_g_true
+    background = [soft[(a, s)] for a, s in zip(j.animal_id, j.session_id, strict=True)]
+    hot = j[
+        (j.volume_ml_true >= 0.1)
+        & (j.percent_id_per_g_true >= 1.5 * pd.Series(background, index=j.index))
+        & (j.organ != "skeleton")
+    ]
+    assert len(hot) >= 40  # liver, lungs, spleen, kidneys, heart, bladder, stomach ...
+    err = hot.percent_id_per_g / hot.percent_id_per_g_true - 1
+    assert err.abs().max() <= TOLERANCE_PERCENT_ID_PER_G, (
+        hot.assign(err=err)[["animal_id", "session_id", "organ", "err"]]
+        .sort_values("err")
+        .to_string()
+    )
+    cells = hot.dropna(subset=["label_equivalent_cells_true"])
+    assert len(cells) >= 20
+    cerr = cells.label_equivalent_cells / cells.label_equivalent_cells_true - 1
+    assert cerr.abs().max() <= TOLERANCE_PERCENT_ID_PER_G
+    big = j[j.volume_ml_true >= 0.1]
+    verr = big.volume_ml / big.volume_ml_true - 1
+    assert verr.abs().max() <= TOLERANCE_VOLUME
+    # Reporter scans are not measurements of an ex vivo label: no cell numbers invented.
+    assert (
+        measured[measured.labelling_method == "reporter_gene"].label_equivalent_cells.isna().all()
+    )
+
+
+def test_report_and_rerun(full_run, demo_study):
+    report = full_run / "report.html"
+    res = snakemake(full_run, "--report", str(report), configfile=demo_study / "config.yaml")
+    assert res.returncode == 0, res.stderr
+    html = report.read_text(errors="replace")
+    assert "Time-activity curves" in html and "desc-tac_plot.png" in html
+    assert report.stat().st_size > 100_000  # figures are embedded
+    again = snakemake(full_run, "-n", configfile=demo_study / "config.yaml")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_interrupted_stage_leaves_no_complete_looking_output(full_run, demo_study, tmp_path):
+    """A failing job leaves nothing behind that looks complete, and a re-run resumes."""
+    work = tmp_path / "resume"
+    shutil.copytree(full_run / "resources", work / "resources")
+    study = tmp_path / "study"
+    shutil.copytree(demo_study, study, ignore=shutil.ignore_patterns("truth"))
+    victim = sorted((study / "dicom" / "sub-EX01" / "ses-d0" / "pet").glob("*.dcm"))[5]
+    victim.write_bytes(victim.read_bytes()[:2000])  # truncated file
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(f"animals: {study / 'animals.tsv'}\nscans: {study / 'scans.tsv'}\n")
+    target = "results/sub-EX01/ses-d0/pet/sub-EX01_ses-d0_pet.nii.gz"
+    res = snakemake(work, "--cores", "1", target, configfile=cfg)
+    assert res.returncode != 0
+    log = (work / "logs" / "sub-EX01" / "ses-d0" / "ingest_emission.log").read_text()
+    assert victim.name in log
+    assert not (work / target).exists()
+    assert not (work / target.replace(".nii.gz", ".json")).exists()
+    shutil.copyfile(demo_study / victim.relative_to(study), victim)
+    res = snakemake(work, "--cores", "1", target, configfile=cfg)
+    assert res.returncode == 0, res.stderr
+    assert (work / target).exists()
