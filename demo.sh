@@ -13,6 +13,6 @@ shared_atlas="../shared/data/atlas/digimouse/digimouse.json"
 if [ -f "$shared_atlas" ]; then atlas_args=(--atlas "$shared_atlas"); fi
 
 homing demo-study demo "${atlas_args[@]}"
-snakemake --configfile demo/config.yaml --cores "$cores"
+snakemake --workflow-profile workflow/profiles/default --configfile demo/config.yaml --cores "$cores"
 snakemake --configfile demo/config.yaml --report results/report.html
 echo "HTML report: $(pwd)/results/report.html"

@@ -38,7 +38,17 @@ TOLERANCE_VOLUME = 0.10
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "default"),
+    ]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
