@@ -32,6 +32,7 @@ RULES = [
     "animal_table",
     "study_table",
     "tac_figure",
+    "registration_qc",
 ]
 TOLERANCE_PERCENT_ID_PER_G = 0.20
 TOLERANCE_VOLUME = 0.10
@@ -157,6 +158,7 @@ def test_every_expected_output_exists(full_run, demo_study):
             f"pet/sub-{a}_ses-{s}_space-pet_dseg.nii.gz",
             f"pet/sub-{a}_ses-{s}_organs.tsv",
             f"xfm/sub-{a}_ses-{s}_from-atlas_to-ct_warp.nii.gz",
+            f"figures/sub-{a}_ses-{s}_desc-regqc_plot.png",
         ):
             assert (base / rel).stat().st_size > 0, rel
         assert (full_run / "logs" / f"sub-{a}" / f"ses-{s}" / "ct_to_atlas.log").exists()
@@ -204,6 +206,7 @@ def test_report_and_rerun(full_run, demo_study):
     assert res.returncode == 0, res.stderr
     html = report.read_text(errors="replace")
     assert "Time-activity curves" in html and "desc-tac_plot.png" in html
+    assert "Registration QC" in html and "desc-regqc_plot.png" in html
     assert report.stat().st_size > 100_000  # figures are embedded
     again = snakemake(full_run, "-n", configfile=demo_study / "config.yaml")
     assert again.returncode == 0

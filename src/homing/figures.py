@@ -52,3 +52,66 @@ def save_figure(fig, out_png: Path) -> None:
     fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     os.replace(tmp, out_png)
+
+
+def registration_qc_figure(
+    ct_hu, labels, affine, title: str, out_png: Path, organ_names: dict[int, str]
+) -> None:
+    """Atlas organ outlines on the CT in three planes through the body's centre.
+
+    ``ct_hu`` and ``labels`` share one grid and RAS ``affine``; both are reoriented to RAS+
+    first so the panels read the same for any scanner orientation.
+    """
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage
+
+    ct_img = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(ct_hu, np.float32), affine))
+    lab_img = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(labels, np.uint8), affine))
+    ct, lab = np.asarray(ct_img.dataobj), np.asarray(lab_img.dataobj)
+    zooms = ct_img.header.get_zooms()[:3]
+    body = lab > 0
+    centre = (
+        [int(round(c)) for c in ndimage.center_of_mass(body)]
+        if body.any()
+        else [n // 2 for n in lab.shape]
+    )
+    # Organ outlines: voxels whose 3×3×3 neighbourhood holds another label.
+    edge = ndimage.grey_dilation(lab, size=3) != ndimage.grey_erosion(lab, size=3)
+    outline = np.where(edge & (lab > 1), lab, 0)  # skip air/soft-tissue: body outline is clear
+    planes = [
+        (
+            "axial (R → left of image)",
+            ct[:, :, centre[2]],
+            outline[:, :, centre[2]],
+            zooms[1] / zooms[0],
+        ),
+        ("coronal", ct[:, centre[1], :], outline[:, centre[1], :], zooms[2] / zooms[0]),
+        ("sagittal", ct[centre[0], :, :], outline[centre[0], :, :], zooms[2] / zooms[1]),
+    ]
+    widths = [p[1].shape[0] for p in planes]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 6), gridspec_kw={"width_ratios": widths})
+    cmap = plt.get_cmap("tab20", 22)
+    for ax, (name, img, out, aspect) in zip(axes, planes, strict=True):
+        ax.imshow(img.T, cmap="gray", origin="lower", vmin=-1000, vmax=1500, aspect=aspect)
+        masked = np.ma.masked_equal(out.T, 0)
+        ax.imshow(
+            masked,
+            cmap=cmap,
+            vmin=0,
+            vmax=21,
+            origin="lower",
+            aspect=aspect,
+            interpolation="nearest",
+        )
+        ax.set_title(name, fontsize=9)
+        ax.set_axis_off()
+    shown = np.concatenate([p[2].ravel() for p in planes])
+    present = sorted(int(v) for v in np.unique(shown) if v > 1)
+    handles = [
+        plt.Line2D([], [], color=cmap(v), lw=3, label=organ_names.get(v, str(v))) for v in present
+    ]
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(right=0.84)
+    save_figure(fig, out_png)

@@ -210,3 +210,16 @@ def _write_json(obj: dict, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def registration_qc(
+    ct_nii: Path, labels_ct: Path, label_table: Path, title: str, out_png: Path
+) -> None:
+    """QC figure: warped atlas organ outlines on the scan's CT."""
+    ct, lab = nib.load(str(ct_nii)), nib.load(str(labels_ct))
+    if not np.allclose(ct.affine, lab.affine, atol=1e-4) or ct.shape != lab.shape:
+        raise HomingError(f"{labels_ct} is not on the grid of {ct_nii}")
+    names = pd.read_csv(label_table, sep="\t").set_index("label").name.to_dict()
+    figures.registration_qc_figure(
+        np.asarray(ct.dataobj), np.asarray(lab.dataobj), ct.affine, title, Path(out_png), names
+    )

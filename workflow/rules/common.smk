@@ -42,4 +42,8 @@ def all_outputs():
         ["results/study_organs.tsv"]
         + [animal_path("organs.tsv", a) for a in animals]
         + [animal_path("desc-tac_plot.png", a) for a in animals]
+        + [
+            scan_path("figures", "desc-regqc_plot.png", a, s)
+            for a, s in STUDY.sessions()
+        ]
     )

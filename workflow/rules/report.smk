@@ -20,3 +20,31 @@ rule tac_figure:
         organs=config["quantification"]["report_organs"],
     script:
         "../scripts/tac_figure.py"
+
+
+rule registration_qc:
+    input:
+        ct=scan_path("anat", "ct.nii.gz"),
+        labels=scan_path("anat", "space-ct_dseg.nii.gz"),
+        table="resources/atlas/labels.tsv",
+    output:
+        report(
+            scan_path("figures", "desc-regqc_plot.png"),
+            caption="../report/registration_qc.rst",
+            category="Registration QC",
+            subcategory="{animal}",
+            labels={"animal": "{animal}", "session": "{session}"},
+        ),
+    log:
+        "logs/sub-{animal}/ses-{session}/registration_qc.log",
+    group:
+        "scan_organs"
+    conda:
+        "../envs/homing.yaml"
+    resources:
+        mem_mb=2000,
+        runtime=5,
+    params:
+        title=lambda w: f"sub-{w.animal} ses-{w.session}: atlas organs on CT",
+    script:
+        "../scripts/registration_qc.py"

@@ -1,0 +1,9 @@
+import _homing_src  # noqa: F401
+
+from homing import pipeline
+
+sm = snakemake  # noqa: F821
+with pipeline.logged(sm.log[0]):
+    pipeline.registration_qc(
+        sm.input.ct, sm.input.labels, sm.input.table, sm.params.title, sm.output[0]
+    )
