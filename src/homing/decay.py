@@ -36,3 +36,18 @@ def correct_to(value: float, measured_at: datetime, reference: datetime, half_li
     Works on scalars and numpy arrays: value * exp(+ln2 * (measured_at - reference) / T½).
     """
     return value / decay_factor(seconds_between(reference, measured_at), half_life_s)
+
+
+def activity_per_cell_bq(
+    specific_activity_kbq_per_1e6_cells: float,
+    labelled_at: datetime,
+    at: datetime,
+    half_life_s: float,
+) -> float:
+    """Label activity per cell in Bq at ``at``: the labelling specific activity (kBq per 10⁶
+    cells, at ``labelled_at``) decayed to ``at``. 1 kBq/10⁶ cells = 1e-3 Bq/cell."""
+    return (
+        specific_activity_kbq_per_1e6_cells
+        * 1e-3
+        * decay_factor(seconds_between(labelled_at, at), half_life_s)
+    )

@@ -30,7 +30,7 @@ import yaml
 
 from homing import atlas as atl
 from homing import phantom
-from homing.decay import decay_factor, seconds_between
+from homing.decay import activity_per_cell_bq, decay_factor, seconds_between
 from homing.dicomwrite import PetMeta, SeriesMeta, make_uid, write_ct_series, write_pet_series
 from homing.nuclides import lookup
 
@@ -213,10 +213,12 @@ def demo_design() -> DemoDesign:
 def infused_activity_bq(cohort: Cohort) -> float:
     """Ex vivo: labelled-cell activity at infusion (Bq) = cells × specific activity, decayed
     from labelling to infusion."""
-    sa_bq_per_cell = cohort.labelling_specific_activity_kbq_per_1e6_cells * 1e3 / 1e6
-    half_life_s = lookup(cohort.nuclide).half_life_s
-    elapsed = seconds_between(cohort.labelling_datetime, cohort.infusion_datetime)
-    return cohort.cells_infused * sa_bq_per_cell * decay_factor(elapsed, half_life_s)
+    return cohort.cells_infused * activity_per_cell_bq(
+        cohort.labelling_specific_activity_kbq_per_1e6_cells,
+        cohort.labelling_datetime,
+        cohort.infusion_datetime,
+        lookup(cohort.nuclide).half_life_s,
+    )
 
 
 def organ_concentrations(
@@ -422,13 +424,8 @@ def generate(
                     total_ref = conc_ref[lab] * volume[lab]
                     cells = np.nan
                     if exvivo:
-                        a_cell_ref = (
-                            sa
-                            * 1e-3
-                            * decay_factor(
-                                seconds_between(cohort.labelling_datetime, ref_time),
-                                nuclide.half_life_s,
-                            )
+                        a_cell_ref = activity_per_cell_bq(
+                            sa, cohort.labelling_datetime, ref_time, nuclide.half_life_s
                         )
                         cells = total_ref / a_cell_ref
                     truth_rows.append(

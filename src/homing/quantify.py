@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from homing import HomingError
-from homing.decay import LN2, decay_factor, seconds_between
+from homing.decay import LN2, activity_per_cell_bq, decay_factor, seconds_between
+from homing.nuclides import lookup
 
 
 def to_injection_factor(sidecar: dict) -> float:
@@ -52,12 +53,12 @@ def label_equivalent_cells_per_bq(animal: dict, injection: datetime, nuclide: st
     """
     if animal.get("labelling_method") != "ex_vivo" or animal.get("label_nuclide") != nuclide:
         return float("nan")
-    from homing.nuclides import lookup
-
-    half_life_s = lookup(nuclide).half_life_s
-    sa_bq_per_cell = float(animal["labelling_specific_activity_kbq_per_1e6_cells"]) * 1e-3
-    labelled = datetime.fromisoformat(str(animal["labelling_datetime"]))
-    a_cell_bq = sa_bq_per_cell * decay_factor(seconds_between(labelled, injection), half_life_s)
+    a_cell_bq = activity_per_cell_bq(
+        float(animal["labelling_specific_activity_kbq_per_1e6_cells"]),
+        datetime.fromisoformat(str(animal["labelling_datetime"])),
+        injection,
+        lookup(nuclide).half_life_s,
+    )
     return 1.0 / a_cell_bq
 
 

@@ -89,9 +89,10 @@ def register_ct_to_atlas(
         fwd = list(reg["fwdtransforms"])
         out: list[Path] = []
         for src in fwd:
-            dest = Path(out_warp) if src.endswith(".nii.gz") else Path(out_affine)
-            if dest is None:
+            is_warp = src.endswith(".nii.gz")
+            if is_warp and out_warp is None:
                 raise RuntimeError(f"registration wrote a warp field but no output for {src}")
+            dest = Path(out_warp) if is_warp else Path(out_affine)
             _move(Path(src), dest)
             out.append(dest)
     if out_warp is not None and Path(out_warp) not in out:
