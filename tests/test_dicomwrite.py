@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -14,6 +15,7 @@ from homing import dicomwrite
 from homing.dicomwrite import (
     PetMeta,
     SeriesMeta,
+    enhanced_frame_order,
     make_uid,
     write_ct_series,
     write_pet_series,
@@ -67,7 +69,7 @@ def _series(weight: float | None = 0.025, when=None, series="pet") -> SeriesMeta
     )
 
 
-def _pet(nuclide="89Zr", decay="START", injection=None) -> PetMeta:
+def _pet(nuclide="89Zr", decay="START", injection=None, **extra) -> PetMeta:
     return PetMeta(
         radiopharmaceutical="89Zr-oxine labelled CAR-T cells" if nuclide == "89Zr" else "oxine",
         nuclide=nuclide,
@@ -75,6 +77,7 @@ def _pet(nuclide="89Zr", decay="START", injection=None) -> PetMeta:
         injection_datetime=injection or datetime(2024, 3, 2, 9, 5, 0),
         frame_duration_s=600.0,
         decay_correction=decay,
+        **extra,
     )
 
 
@@ -349,3 +352,367 @@ def test_rejects_bad_inputs(tmp_path):
 def test_module_constants():
     assert dicomwrite.PET_IMAGE_STORAGE == "1.2.840.10008.5.1.4.1.1.128"
     assert pydicom.uid.UID(dicomwrite.IMPLEMENTATION_CLASS_UID).is_valid
+
+
+# --------------------------------------------------------------------------- scanner variants
+
+SERIES_START = datetime(2024, 3, 5, 10, 30, 15)
+INJECTION = datetime(2024, 3, 2, 9, 5, 0)
+PHILIPS = (0x7053, "Philips PET Private Group")
+CNTS_FACTOR = 37.5  # Bq/mL per count; exact as a DS
+
+
+def test_injection_time_only(tmp_path):
+    files = write_pet_series(
+        tmp_path / "pet", _pet_volume(), np.eye(4), _series(), _pet(injection_tags="time_only")
+    )
+    for ds in _read(files):
+        rp = ds.RadiopharmaceuticalInformationSequence[0]
+        assert (0x0018, 0x1078) not in rp and "RadiopharmaceuticalStartDateTime" not in rp
+        assert rp.RadiopharmaceuticalStartTime == "090500"
+        assert float(rp.RadionuclideTotalDose) == 3.7e6
+    default = pydicom.dcmread(
+        write_pet_series(tmp_path / "d", _pet_volume(), np.eye(4), _series(), _pet())[0]
+    )
+    assert default.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime == (
+        "20240302090500"
+    )
+    with pytest.raises(ValueError, match="injection_tags"):
+        write_pet_series(
+            tmp_path / "x", _pet_volume(), np.eye(4), _series(), _pet(injection_tags="date")
+        )
+    with pytest.raises(ValueError, match="time_only"):
+        write_pet_series(
+            tmp_path / "x",
+            _pet_volume(),
+            np.eye(4),
+            _series(),
+            _pet(injection_tags="time_only", enhanced=True),
+        )
+    assert not (tmp_path / "x").exists()
+
+
+def _cnts_pet(**extra) -> PetMeta:
+    return _pet(units="CNTS", philips_activity_scale_bq_per_ml=CNTS_FACTOR, **extra)
+
+
+def _expected_suv_factor(weight_kg: float) -> float:
+    elapsed = (SERIES_START - INJECTION).total_seconds()
+    dose_at_start = 3.7e6 * math.exp(-math.log(2) * elapsed / (78.41 * 3600))
+    return CNTS_FACTOR * weight_kg * 1000.0 / dose_at_start
+
+
+def test_cnts_with_philips_factors(tmp_path):
+    bq = _pet_volume()
+    counts = bq / CNTS_FACTOR  # the caller passes counts for CNTS
+    files = write_pet_series(tmp_path / "pet", counts, _rotated_affine(), _series(), _cnts_pet())
+    datasets = _read(files)
+    factors = []
+    for ds in datasets:
+        assert ds.Units == "CNTS"
+        block = ds.private_block(*PHILIPS)
+        assert block.get_tag(0x09) == 0x70531009 and block.get_tag(0x00) == 0x70531000
+        assert ds[0x7053, 0x0010].value == "Philips PET Private Group"
+        assert block[0x09].VR == "DS"
+        factors.append(float(block[0x09].value))
+        suv = float(block[0x00].value)
+        assert suv == pytest.approx(_expected_suv_factor(0.025), rel=1e-10)
+        assert suv == pytest.approx(4.849e-4, rel=1e-3)  # 37.5 Bq/mL * 25 g / 1.9333 MBq
+    assert factors == [CNTS_FACTOR] * SHAPE[2]
+    back_counts, slopes = _volume(datasets)
+    back_bq = back_counts * factors[0]
+    for k in range(SHAPE[2]):
+        err = np.abs(back_bq[:, :, k] - bq[:, :, k]).max()
+        assert err <= 0.5 * slopes[k] * CNTS_FACTOR * (1 + 1e-9) + 1e-9
+
+
+def test_cnts_rules(tmp_path):
+    vol = _pet_volume()
+    with pytest.raises(ValueError, match="philips_activity_scale_bq_per_ml"):
+        write_pet_series(tmp_path / "x", vol, np.eye(4), _series(), _pet(units="CNTS"))
+    with pytest.raises(ValueError, match="positive"):
+        pet = _pet(units="CNTS", philips_activity_scale_bq_per_ml=0.0)
+        write_pet_series(tmp_path / "x", vol, np.eye(4), _series(), pet)
+    with pytest.raises(ValueError, match="only written for units 'CNTS'"):
+        pet = _pet(philips_activity_scale_bq_per_ml=CNTS_FACTOR)
+        write_pet_series(tmp_path / "x", vol, np.eye(4), _series(), pet)
+    assert not (tmp_path / "x").exists()
+    # no weight: the activity factor is written, the SUV factor is omitted
+    files = write_pet_series(tmp_path / "w", vol, np.eye(4), _series(weight=None), _cnts_pet())
+    ds = pydicom.dcmread(files[0])
+    block = ds.private_block(*PHILIPS)
+    assert 0x09 in block and 0x00 not in block
+    # BQML files carry no Philips block
+    plain = pydicom.dcmread(write_pet_series(tmp_path / "b", vol, np.eye(4), _series(), _pet())[0])
+    assert not any(elem.tag.group == 0x7053 for elem in plain)
+
+
+def test_ingest_reads_writer_philips_factor(tmp_path):
+    from homing.ingest import _philips_factor
+
+    files = write_pet_series(
+        tmp_path / "pet", _pet_volume() / CNTS_FACTOR, np.eye(4), _series(), _cnts_pet()
+    )
+    assert _philips_factor(pydicom.dcmread(files[0])) == CNTS_FACTOR
+    enhanced = write_pet_series(
+        tmp_path / "enh",
+        _pet_volume() / CNTS_FACTOR,
+        np.eye(4),
+        _series(),
+        _cnts_pet(enhanced=True),
+    )
+    assert _philips_factor(pydicom.dcmread(enhanced[0])) == CNTS_FACTOR
+
+
+# --------------------------------------------------------------------------- enhanced PET
+
+
+def _frames(ds) -> list[dict]:
+    """Per-frame info in file order: in-stack position, IPP, slope, intercept, pixels [i, j]."""
+    pixels = ds.pixel_array
+    out = []
+    for n, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        content = item.FrameContentSequence[0]
+        transform = item.PixelValueTransformationSequence[0]
+        out.append(
+            {
+                "pos": int(content.InStackPositionNumber),
+                "ipp": np.array(
+                    [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+                ),
+                "slope": float(transform.RescaleSlope),
+                "icpt": float(transform.RescaleIntercept),
+                "stored": pixels[n].T,
+                "item": item,
+            }
+        )
+    return out
+
+
+def _enhanced(tmp_path, name="enh", vol=None, affine=None, series=None, **pet_extra):
+    files = write_pet_series(
+        tmp_path / name,
+        _pet_volume() if vol is None else vol,
+        _rotated_affine() if affine is None else affine,
+        series or _series(),
+        _pet(enhanced=True, **pet_extra),
+    )
+    assert [f.name for f in files] == ["IM_0001.dcm"]
+    assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["IM_0001.dcm"]
+    return files[0], pydicom.dcmread(files[0], force=False)
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+def test_enhanced_roundtrip_values_and_geometry(tmp_path, name):
+    affine = AFFINES[name]
+    vol = _pet_volume()
+    ni, nj, nk = SHAPE
+    path, ds = _enhanced(tmp_path, vol=vol, affine=affine)
+    assert ds.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.130"
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.130"
+    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert ds.Modality == "PT"
+    assert int(ds.NumberOfFrames) == nk
+    assert len(ds.PerFrameFunctionalGroupsSequence) == nk
+    assert ds.pixel_array.shape == (nk, nj, ni)
+    assert (ds.Rows, ds.Columns) == (nj, ni)
+
+    frames = _frames(ds)
+    in_file = [f["pos"] for f in frames]
+    assert in_file != sorted(in_file) and sorted(in_file) == list(range(1, nk + 1))
+    assert in_file == [k + 1 for k in enhanced_frame_order(nk)]
+
+    # order by InStackPositionNumber and by position along the slice normal: the same order
+    # (k may run against the normal, as in the flipped affine: then the IPP order is reversed)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    iop = np.array([float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient])
+    normal = np.cross(iop[:3], iop[3:])
+    by_pos = sorted(range(nk), key=lambda n: frames[n]["pos"])
+    along = [float(normal @ frames[n]["ipp"]) for n in by_pos]
+    steps = np.diff(along)
+    assert np.all(steps > 0) or np.all(steps < 0)
+    by_ipp = sorted(range(nk), key=lambda n: float(normal @ frames[n]["ipp"]))
+    assert by_ipp == (by_pos if steps[0] > 0 else by_pos[::-1])
+
+    back = np.stack(
+        [frames[n]["stored"] * frames[n]["slope"] + frames[n]["icpt"] for n in by_pos], axis=2
+    )
+    assert back.shape == SHAPE
+    for k, n in enumerate(by_pos):
+        peak = np.abs(vol[:, :, k]).max()
+        slope = frames[n]["slope"]
+        assert slope == pytest.approx(peak / 32767 if peak else 1.0, rel=1e-9)
+        assert np.abs(back[:, :, k] - vol[:, :, k]).max() <= 0.5 * slope * (1 + 1e-9) + 1e-12
+        ras = affine @ np.array([0.0, 0.0, k, 1.0])
+        np.testing.assert_allclose(frames[n]["ipp"], [-ras[0], -ras[1], ras[2]], atol=1e-9)
+    assert np.all(back[:, :, 4] == 0.0)
+
+    # geometry from the shared groups rebuilds the affine
+    measures = shared.PixelMeasuresSequence[0]
+    row_spacing, col_spacing = (float(v) for v in measures.PixelSpacing)
+    lps = np.eye(4)
+    lps[:3, 0] = iop[:3] * col_spacing
+    lps[:3, 1] = iop[3:] * row_spacing
+    lps[:3, 2] = (frames[by_pos[-1]]["ipp"] - frames[by_pos[0]]["ipp"]) / (nk - 1)
+    lps[:3, 3] = frames[by_pos[0]]["ipp"]
+    np.testing.assert_allclose(np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, affine, atol=1e-9)
+    assert float(measures.SliceThickness) == pytest.approx(0.8)
+    assert float(measures.SpacingBetweenSlices) == pytest.approx(0.8)
+
+    # the file is a conformant DICOM file: it can be written again with enforce_file_format
+    pydicom.dcmwrite(io.BytesIO(), ds, enforce_file_format=True)
+
+
+def test_enhanced_matches_single_frame(tmp_path):
+    vol = _pet_volume(3)
+    single = _read(write_pet_series(tmp_path / "s", vol, _rotated_affine(), _series(), _pet()))
+    _path, ds = _enhanced(tmp_path, vol=vol)
+    by_pos = {f["pos"]: f for f in _frames(ds)}
+    for k, sds in enumerate(single):
+        frame = by_pos[k + 1]
+        assert frame["slope"] == float(sds.RescaleSlope)
+        np.testing.assert_array_equal(frame["stored"], sds.pixel_array.T)
+        assert list(frame["item"].PlanePositionSequence[0].ImagePositionPatient) == list(
+            sds.ImagePositionPatient
+        )
+        assert frame["item"].PETFrameCorrectionFactorsSequence[0].DecayFactor == sds.DecayFactor
+
+
+def test_enhanced_tags(tmp_path):
+    _path, ds = _enhanced(tmp_path)
+    nk = SHAPE[2]
+    assert ds.Units == "BQML" and ds.DecayCorrection == "START"
+    assert ds.DecayCorrected == "YES"
+    assert ds.DecayCorrectionDateTime == "20240305103015"
+    assert ds.AttenuationCorrected == "YES" and ds.ScatterCorrected == "YES"
+    assert ds.CountsSource == "EMISSION"
+    assert "DECY" in ds.CorrectedImage
+    assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    assert ds.AcquisitionDateTime == "20240305103015"
+    assert float(ds.AcquisitionDuration) == 600.0
+    assert ds.PatientID == "M07" and float(ds.PatientWeight) == 0.025
+    assert ds.StudyInstanceUID == _series().study_uid
+    assert ds.SeriesInstanceUID == _series().series_uid
+    assert ds.FrameOfReferenceUID == _series().frame_of_reference_uid
+    rp = ds.RadiopharmaceuticalInformationSequence[0]
+    assert rp.RadiopharmaceuticalStartDateTime == "20240302090500"
+    assert float(rp.RadionuclideTotalDose) == 3.7e6
+    assert float(rp.RadionuclideHalfLife) == pytest.approx(78.41 * 3600)
+    assert rp.RadionuclideCodeSequence[0].CodeValue == "C-168A4"
+    assert rp.RadiopharmaceuticalAgentNumber == 1
+
+    pointers = [d.DimensionIndexPointer for d in ds.DimensionIndexSequence]
+    assert pointers == [0x00209056, 0x00209057, 0x00209128]
+    assert all(d.FunctionalGroupPointer == 0x00209111 for d in ds.DimensionIndexSequence)
+    uid = ds.DimensionOrganizationSequence[0].DimensionOrganizationUID
+    assert all(d.DimensionOrganizationUID == uid for d in ds.DimensionIndexSequence)
+
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        content = item.FrameContentSequence[0]
+        assert content.StackID == "1" and content.TemporalPositionIndex == 1
+        assert list(content.DimensionIndexValues) == [1, content.InStackPositionNumber, 1]
+        assert content.FrameAcquisitionDateTime == "20240305103015"
+        assert content.FrameReferenceDateTime == "20240305103515"
+        assert float(content.FrameAcquisitionDuration) == 600_000.0
+        assert item.PixelValueTransformationSequence[0].RescaleType == "US"
+        rwvm = item.RealWorldValueMappingSequence[0]
+        assert rwvm.MeasurementUnitsCodeSequence[0].CodeValue == "Bq/ml"
+        assert rwvm.MeasurementUnitsCodeSequence[0].CodingSchemeDesignator == "UCUM"
+        slope = float(item.PixelValueTransformationSequence[0].RescaleSlope)
+        assert float(rwvm.RealWorldValueSlope) == slope
+        assert float(rwvm.RealWorldValueIntercept) == 0.0
+        assert float(item.PETFrameCorrectionFactorsSequence[0].DecayFactor) == 1.0
+    assert (
+        len(
+            {
+                i.FrameContentSequence[0].InStackPositionNumber
+                for i in ds.PerFrameFunctionalGroupsSequence
+            }
+        )
+        == nk
+    )
+
+
+def test_enhanced_decay_variants(tmp_path):
+    _p, none = _enhanced(tmp_path, "none", decay="NONE")
+    assert none.DecayCorrected == "NO" and none.DecayCorrection == "NONE"
+    assert "DecayCorrectionDateTime" not in none
+    assert "DECY" not in none.CorrectedImage
+    for item in none.PerFrameFunctionalGroupsSequence:
+        assert "DecayFactor" not in item.PETFrameCorrectionFactorsSequence[0]
+
+    _p, admin = _enhanced(tmp_path, "admin", decay="ADMIN")
+    assert admin.DecayCorrected == "YES" and admin.DecayCorrection == "ADMIN"
+    assert admin.DecayCorrectionDateTime == "20240302090500"
+    elapsed = (SERIES_START - INJECTION).total_seconds()
+    expected = math.exp(math.log(2) * elapsed / NUCLIDES["89Zr"].half_life_s)
+    for item in admin.PerFrameFunctionalGroupsSequence:
+        factor = float(item.PETFrameCorrectionFactorsSequence[0].DecayFactor)
+        assert factor == pytest.approx(expected, rel=1e-10)
+
+    cet = timezone(timedelta(hours=1))
+    _p, tz = _enhanced(
+        tmp_path,
+        "tz",
+        series=_series(when=datetime(2024, 3, 5, 10, 30, tzinfo=cet)),
+        decay="ADMIN",
+        injection=datetime(2024, 3, 2, 8, 0, tzinfo=UTC),
+    )
+    assert tz.DecayCorrectionDateTime == "20240302090000+0100"
+    assert tz.AcquisitionDateTime == "20240305103000+0100"
+
+
+def test_enhanced_cnts(tmp_path):
+    bq = _pet_volume()
+    _p, ds = _enhanced(
+        tmp_path, vol=bq / CNTS_FACTOR, units="CNTS", philips_activity_scale_bq_per_ml=CNTS_FACTOR
+    )
+    assert ds.Units == "CNTS"
+    block = ds.private_block(*PHILIPS)
+    factor = float(block[0x09].value)
+    assert factor == CNTS_FACTOR
+    assert float(block[0x00].value) == pytest.approx(_expected_suv_factor(0.025), rel=1e-10)
+    assert ds.SensitivityCalibrated == "NO"
+    for frame in _frames(ds):
+        code = frame["item"].RealWorldValueMappingSequence[0].MeasurementUnitsCodeSequence[0]
+        assert code.CodeValue == "{counts}"
+        k = frame["pos"] - 1
+        err = np.abs(frame["stored"] * frame["slope"] * factor - bq[:, :, k]).max()
+        assert err <= 0.5 * frame["slope"] * factor * (1 + 1e-9) + 1e-9
+
+
+def test_enhanced_deterministic_and_atomic(tmp_path):
+    a, _ = _enhanced(tmp_path, "a")
+    b, _ = _enhanced(tmp_path, "b")
+    first = a.read_bytes()
+    assert first == b.read_bytes()
+    again, _ = _enhanced(tmp_path, "a")  # overwrite in place
+    assert again.read_bytes() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]
+
+
+@pytest.mark.parametrize("nk", [1, 2, 3, 6])
+def test_enhanced_frame_order(tmp_path, nk):
+    order = enhanced_frame_order(nk)
+    assert sorted(order) == list(range(nk))
+    if nk > 1:
+        assert order != sorted(order)
+    vol = np.arange(4 * 5 * nk, dtype=float).reshape(4, 5, nk) + 1.0
+    _p, ds = _enhanced(tmp_path, vol=vol, affine=np.eye(4))
+    assert ds.pixel_array.shape == ((nk, 5, 4) if nk > 1 else (5, 4))  # pydicom drops 1 frame
+    assert [f["pos"] for f in _frames(ds)] == [k + 1 for k in order]
+
+
+def test_enhanced_rejects_unmappable_units(tmp_path):
+    with pytest.raises(ValueError, match="Enhanced PET"):
+        _enhanced(tmp_path, units="MLML")
+    assert not (tmp_path / "enh").exists()
+
+
+def test_enhanced_nuclide_without_standard_code(tmp_path):
+    _p, ds = _enhanced(tmp_path, nuclide="111In")
+    rp = ds.RadiopharmaceuticalInformationSequence[0]
+    code = rp.RadionuclideCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("111In", "99HOMING")
+    assert code.CodeMeaning == "^111^Indium"
+    assert float(rp.RadionuclideHalfLife) == pytest.approx(67.31 * 3600)

@@ -1,4 +1,4 @@
-"""Write synthetic PET and CT volumes as realistic single-frame DICOM series.
+"""Write synthetic PET and CT volumes as realistic DICOM series.
 
 The digital-phantom study generator uses this module so that the real ingest path reads the
 same kind of files a preclinical scanner exports. The writer is honest: reading the files back
@@ -10,14 +10,28 @@ Conventions
 -----------
 * Volumes are indexed ``[i, j, k]``; ``affine_ras`` is a nibabel-style 4x4 affine mapping
   voxel-centre indices to RAS millimetres. DICOM is LPS, so x and y are negated.
-* One file per k-slice. Columns = ni (i runs along the first ImageOrientationPatient vector),
-  Rows = nj, so the stored pixel array ``(rows, cols)`` is ``data[:, :, k].T``.
+* One file per k-slice (one frame per k-slice for Enhanced PET). Columns = ni (i runs along
+  the first ImageOrientationPatient vector), Rows = nj, so the stored pixel array
+  ``(rows, cols)`` is ``data[:, :, k].T``.
 * ImagePositionPatient is the centre of the first voxel of each slice:
   ``affine @ (0, 0, k, 1)`` converted to LPS.
 * Nothing depends on the clock or on randomness: the same inputs give byte-identical files.
   UIDs come from :func:`make_uid`, which hashes text parts.
 * A series is written into a hidden temporary folder next to ``folder`` and moved into place
   with :func:`os.replace`, so a crash never leaves a half-written series under the final name.
+
+PET scanner variants (:class:`PetMeta`)
+---------------------------------------
+* ``injection_tags="time_only"``: the injection is written as RadiopharmaceuticalStartTime
+  (0018,1072) only, with no date anywhere, as older scanners do.
+* ``units="CNTS"`` with ``philips_activity_scale_bq_per_ml``: Philips-style counts. The array
+  handed to :func:`write_pet_series` is always in the units named by ``units``; for CNTS the
+  caller passes counts (Bq/mL divided by the factor). The factor goes into the Philips private
+  block (7053,1009); Bq/mL = (stored * RescaleSlope + RescaleIntercept) * factor.
+* ``enhanced=True``: one Enhanced PET Image Storage object (multi-frame, functional groups)
+  instead of one file per slice. Frames are stored in a deliberately non-spatial order (see
+  :func:`enhanced_frame_order`); readers must sort by InStackPositionNumber (0020,9057) or
+  ImagePositionPatient.
 """
 
 from __future__ import annotations
@@ -29,10 +43,11 @@ import re
 import secrets
 import shutil
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -44,6 +59,14 @@ from homing.nuclides import Nuclide, lookup
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 PET_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.128")
+ENHANCED_PET_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.130")
+
+#: Philips PET private block: (7053,xx09) activity concentration scale factor (Bq/mL per
+#: count) and (7053,xx00) SUV scale factor (SUVbw per count).
+PHILIPS_PET_GROUP = 0x7053
+PHILIPS_PET_CREATOR = "Philips PET Private Group"
+PHILIPS_ACTIVITY_SCALE_ELEMENT = 0x09
+PHILIPS_SUV_SCALE_ELEMENT = 0x00
 
 #: Root under which :func:`make_uid` builds UIDs (pydicom's root for generated UIDs).
 UID_PREFIX = "1.2.826.0.1.3680043.8.498."
@@ -62,6 +85,7 @@ INT16_MAX = 32767
 PET_INT_MAX = 32767
 
 _DECAY_CORRECTIONS = ("START", "ADMIN", "NONE")
+_INJECTION_TAGS = ("datetime", "time_only")
 # Defined terms of Units (0054,1001), PS3.3 C.8.9.1.1.3.
 _PET_UNITS = (
     "CNTS",
@@ -117,6 +141,38 @@ _ELEMENT_NAMES = {
 _FILE_RE = re.compile(r"^IM_\d+\.dcm$")
 _ORTHO_TOL = 1e-6
 
+# Real World Value Mapping units for Enhanced PET: UCUM codes of CID 84 "PET Units" per Units
+# (0054,1001) term. Hard-coded (not read from pydicom.sr) so files do not change with pydicom.
+_PET_UNITS_UCUM = {
+    "BQML": ("Bq/ml", "Becquerels/milliliter"),
+    "CNTS": ("{counts}", "Counts"),
+    "GML": ("g/ml{SUVbw}", "Standardized Uptake Value body weight"),
+    "CPS": ("{counts}/s", "Counts per second"),
+    "PROPCNTS": ("{propcounts}", "Proportional to counts"),
+    "PROPCPS": ("{propcounts}/s", "Proportional to counts per second"),
+    "PCNT": ("%", "Percent"),
+}
+# Units whose pixel values are dose-calibrator calibrated (Enhanced PET SensitivityCalibrated).
+_CALIBRATED_UNITS = ("BQML", "GML")
+#: Local coding scheme for concepts without a standard code (a "99" prefix is private by rule).
+LOCAL_CODING_SCHEME = "99HOMING"
+
+# Nominal scanner description for the Enhanced PET Acquisition module and the PET frame
+# acquisition/reconstruction/correction macros, which the IOD requires for ORIGINAL images.
+# The simulator has no detector: these are fixed, plausible small-animal values, not
+# measurements, and nothing in Homing reads them.
+_NOMINAL_PET_SCANNER = {
+    "transverse_detector_separation_mm": 160.0,
+    "axial_detector_dimension_mm": 100.0,
+    "data_collection_diameter_mm": 100.0,
+    "table_height_mm": 40.0,
+    "coincidence_window_ns": 3.4,
+    "energy_window_kev": (350.0, 650.0),
+    "iterations": 2,
+    "subsets": 16,
+    "device_serial_number": "SIMULATED",
+}
+
 
 @dataclass
 class PetMeta:
@@ -124,6 +180,22 @@ class PetMeta:
 
     ``decay_correction`` and ``units`` are written as given; the caller makes the pixel data
     consistent with them (START: Bq/mL at series start; ADMIN: at injection; NONE: as measured).
+
+    The volume passed to :func:`write_pet_series` is always in the units named by ``units``.
+    For ``units="CNTS"`` that means counts: the caller divides Bq/mL by
+    ``philips_activity_scale_bq_per_ml`` (required for CNTS, rejected otherwise), and the writer
+    records the factor in the Philips private block (7053,1009) as a DS, so a factor with few
+    significant digits (e.g. 37.5) round-trips exactly. The Philips SUV factor (7053,1000) =
+    factor * weight (g) / (injected dose decayed from injection to series start) is written
+    when the patient weight and the dose are positive, and omitted otherwise.
+
+    ``injection_tags``: "datetime" writes RadiopharmaceuticalStartDateTime (0018,1078) and
+    RadiopharmaceuticalStartTime (0018,1072); "time_only" writes only the StartTime, so the
+    injection date must be inferred from the series date (older scanners). "time_only" cannot
+    be combined with ``enhanced`` (the Enhanced PET Isotope module requires the DateTime).
+
+    ``enhanced``: write one Enhanced PET Image Storage object (1.2.840.10008.5.1.4.1.1.130)
+    holding all slices as frames instead of one PET Image Storage file per slice.
     """
 
     radiopharmaceutical: str  # e.g. "89Zr-oxine labelled CAR-T cells"
@@ -134,6 +206,9 @@ class PetMeta:
     decay_correction: str = "START"  # DecayCorrection (0054,1102): START | ADMIN | NONE
     units: str = "BQML"  # Units (0054,1001)
     modality: str = "PT"  # only "PT" (PET Image Storage) is supported
+    injection_tags: str = "datetime"  # "datetime" | "time_only"
+    philips_activity_scale_bq_per_ml: float | None = None  # (7053,1009); required for CNTS
+    enhanced: bool = False  # one Enhanced PET multi-frame object instead of one file per slice
 
 
 @dataclass
@@ -322,17 +397,8 @@ def _code_item(value: str, meaning: str, scheme: str = "SRT") -> Dataset:
     return item
 
 
-def _base_dataset(
-    sop_class: UID,
-    modality: str,
-    meta: SeriesMeta,
-    geom: _Geometry,
-    shape: tuple[int, int, int],
-    k: int,
-) -> Dataset:
-    """Patient, study, series, equipment, frame of reference, image plane and pixel modules."""
-    ni, nj, _nk = shape
-    sop_uid = make_uid(meta.series_uid, str(k))
+def _common_dataset(sop_class: UID, sop_uid: str, modality: str, meta: SeriesMeta) -> Dataset:
+    """File meta, SOP common, patient, study, series, frame of reference and equipment."""
     when = meta.series_datetime
 
     file_meta = FileMetaDataset()
@@ -391,6 +457,33 @@ def _base_dataset(
     ds.Manufacturer = meta.manufacturer
     ds.ManufacturerModelName = meta.model_name
     ds.SoftwareVersions = f"homing {__version__}"
+    return ds
+
+
+def _pixel_module(ds: Dataset, rows: int, columns: int) -> None:
+    """Image Pixel module for signed 16-bit monochrome data (PixelData set separately)."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = columns
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+
+
+def _base_dataset(
+    sop_class: UID,
+    modality: str,
+    meta: SeriesMeta,
+    geom: _Geometry,
+    shape: tuple[int, int, int],
+    k: int,
+) -> Dataset:
+    """A single-frame image: common modules plus general image, image plane and pixel."""
+    ni, nj, _nk = shape
+    when = meta.series_datetime
+    ds = _common_dataset(sop_class, make_uid(meta.series_uid, str(k)), modality, meta)
 
     # General image / acquisition
     ds.InstanceNumber = k + 1
@@ -403,23 +496,23 @@ def _base_dataset(
     # Image plane
     ipp = geom.position(k)
     di, dj, dk = geom.spacing
-    ds.ImagePositionPatient = [_ds(_clean(v)) for v in ipp]
-    ds.ImageOrientationPatient = [_ds(_clean(v)) for v in (*geom.row_dir, *geom.col_dir)]
+    ds.ImagePositionPatient = _ipp(geom, k)
+    ds.ImageOrientationPatient = _iop(geom)
     ds.PixelSpacing = [_ds(dj), _ds(di)]  # [row spacing (along j), column spacing (along i)]
     ds.SliceThickness = _ds(dk)
     ds.SpacingBetweenSlices = _ds(dk)
     ds.SliceLocation = _ds(_clean(float(geom.normal @ ipp)))
 
-    # Image pixel
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = nj
-    ds.Columns = ni
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
+    _pixel_module(ds, nj, ni)
     return ds
+
+
+def _ipp(geom: _Geometry, k: int) -> list[str]:
+    return [_ds(_clean(v)) for v in geom.position(k)]
+
+
+def _iop(geom: _Geometry) -> list[str]:
+    return [_ds(_clean(v)) for v in (*geom.row_dir, *geom.col_dir)]
 
 
 def _set_pixels(ds: Dataset, stored_ij: np.ndarray) -> None:
@@ -523,7 +616,8 @@ def _radiopharmaceutical_item(pet: PetMeta, nuc: Nuclide, series_dt: datetime) -
         text = f"{nuc.name} {text}".strip()
     item.Radiopharmaceutical = _check_text("radiopharmaceutical", text, 64)
     item.RadiopharmaceuticalStartTime = _tm(injection)
-    item.RadiopharmaceuticalStartDateTime = _dt(injection)
+    if pet.injection_tags == "datetime":
+        item.RadiopharmaceuticalStartDateTime = _dt(injection)
     item.RadionuclideTotalDose = _ds(pet.injected_activity_bq)
     item.RadionuclideHalfLife = _ds(nuc.half_life_s)
     if nuc.dicom_codes:
@@ -552,6 +646,37 @@ def _check_pet(pet: PetMeta, meta: SeriesMeta) -> Nuclide:
         raise ValueError(
             "injection_datetime and series_datetime must both be timezone-aware or both naive"
         )
+    if pet.injection_tags not in _INJECTION_TAGS:
+        raise ValueError(
+            f"injection_tags must be one of {_INJECTION_TAGS}, got {pet.injection_tags!r}"
+        )
+    if not isinstance(pet.enhanced, bool):
+        raise ValueError(f"enhanced must be True or False, got {pet.enhanced!r}")
+    factor = pet.philips_activity_scale_bq_per_ml
+    if pet.units == "CNTS":
+        if factor is None:
+            raise ValueError(
+                "units 'CNTS' needs philips_activity_scale_bq_per_ml (Bq/mL per count), "
+                "written to the Philips private tag (7053,1009)"
+            )
+        factor = float(factor)
+        if not math.isfinite(factor) or factor <= 0:
+            raise ValueError(f"philips_activity_scale_bq_per_ml must be positive, got {factor}")
+    elif factor is not None:
+        raise ValueError(
+            f"philips_activity_scale_bq_per_ml is only written for units 'CNTS', not {pet.units!r}"
+        )
+    if pet.enhanced:
+        if pet.injection_tags != "datetime":
+            raise ValueError(
+                "injection_tags 'time_only' cannot be used with enhanced=True: the Enhanced PET "
+                "Isotope module requires RadiopharmaceuticalStartDateTime (0018,1078)"
+            )
+        if pet.units not in _PET_UNITS_UCUM:
+            raise ValueError(
+                f"units {pet.units!r} cannot be written as an Enhanced PET image; "
+                f"use one of {', '.join(_PET_UNITS_UCUM)}"
+            )
     return lookup(pet.nuclide, source="PetMeta.nuclide")
 
 
@@ -575,6 +700,57 @@ def _patient_orientation(position: str) -> tuple[Sequence, Sequence]:
     return orientation, gantry
 
 
+def _quantise(slab: np.ndarray) -> tuple[str, np.ndarray]:
+    """RescaleSlope text = max|slab| / 32767 (1 for an all-zero slab) and the int16 values,
+    computed from the slope exactly as written, so the read-back error is at most slope / 2."""
+    peak = float(np.max(np.abs(slab)))
+    slope_text = _ds(peak / PET_INT_MAX)
+    if not float(slope_text) > 0:  # all-zero slice (or a peak that underflows)
+        slope_text = _ds(1.0)
+    slope = float(slope_text)  # quantise with the slope as a reader will see it
+    stored = np.clip(np.rint(slab / slope), -PET_INT_MAX, PET_INT_MAX).astype(np.int16)
+    return slope_text, stored
+
+
+def _decay_factor_text(pet: PetMeta, meta: SeriesMeta, nuc: Nuclide) -> str | None:
+    """DecayFactor (0054,1321): 1 for START, the injection->series-start factor for ADMIN."""
+    if pet.decay_correction == "START":
+        return _ds(1.0)
+    if pet.decay_correction == "ADMIN":
+        elapsed = seconds_between(pet.injection_datetime, meta.series_datetime)
+        return _ds(1.0 / decay_factor(elapsed, nuc.half_life_s))
+    return None
+
+
+def _philips_suv_scale_factor(pet: PetMeta, meta: SeriesMeta, nuc: Nuclide) -> float | None:
+    """Philips SUV scale factor (7053,1000): SUVbw per stored count.
+
+    = activity scale (Bq/mL per count) * body weight (g) / injected dose (Bq) decayed from
+    injection to series start. None when there is no factor, or the weight or the dose is not
+    positive (the tag is then omitted).
+    """
+    factor = pet.philips_activity_scale_bq_per_ml
+    weight = meta.patient_weight_kg
+    if factor is None or weight is None or float(weight) <= 0:
+        return None
+    elapsed = seconds_between(pet.injection_datetime, meta.series_datetime)
+    dose_at_start = float(pet.injected_activity_bq) * decay_factor(elapsed, nuc.half_life_s)
+    if not dose_at_start > 0:
+        return None
+    return float(factor) * float(weight) * 1000.0 / dose_at_start
+
+
+def _add_philips_block(ds: Dataset, pet: PetMeta, meta: SeriesMeta, nuc: Nuclide) -> None:
+    """Philips PET private block: activity (7053,1009) and SUV (7053,1000) scale factors."""
+    if pet.philips_activity_scale_bq_per_ml is None:
+        return
+    block = ds.private_block(PHILIPS_PET_GROUP, PHILIPS_PET_CREATOR, create=True)
+    suv = _philips_suv_scale_factor(pet, meta, nuc)
+    if suv is not None:
+        block.add_new(PHILIPS_SUV_SCALE_ELEMENT, "DS", _ds(suv))
+    block.add_new(PHILIPS_ACTIVITY_SCALE_ELEMENT, "DS", _ds(pet.philips_activity_scale_bq_per_ml))
+
+
 def write_pet_series(
     folder: Path,
     bq_per_ml: np.ndarray,
@@ -584,26 +760,29 @@ def write_pet_series(
 ) -> list[Path]:
     """Write a static PET volume as a PET Image Storage series, one file per k.
 
-    Each slice is stored as int16 with its own RescaleSlope = max|slice| / 32767 (1 for an
-    all-zero slice) and RescaleIntercept 0; the integers are computed from the slope exactly
-    as written in the file, so the read-back error is at most half a slope per voxel.
-    DecayCorrection, Units and CorrectedImage are written as given in ``pet``; DecayFactor is
-    1 for START and exp(ln2 * (series start - injection) / T½) for ADMIN (omitted for NONE).
+    ``bq_per_ml`` is in the units named by ``pet.units`` (Bq/mL for BQML, counts for CNTS;
+    see :class:`PetMeta`). Each slice is stored as int16 with its own
+    RescaleSlope = max|slice| / 32767 (1 for an all-zero slice) and RescaleIntercept 0; the
+    integers are computed from the slope exactly as written in the file, so the read-back error
+    is at most half a slope per voxel. DecayCorrection, Units and CorrectedImage are written as
+    given in ``pet``; DecayFactor is 1 for START and exp(ln2 * (series start - injection) / T½)
+    for ADMIN (omitted for NONE). CNTS adds the Philips private block (7053,1009)/(7053,1000).
+
+    With ``pet.enhanced`` the volume is written instead as a single Enhanced PET Image file
+    ``IM_0001.dcm``: frame k (InStackPositionNumber k + 1) gets the same slope, integers and
+    ImagePositionPatient as single-frame slice k, stored in :func:`enhanced_frame_order`.
     Returns the written file paths in InstanceNumber order.
     """
     data = _check_volume("bq_per_ml", bq_per_ml)
     geom = _geometry(affine_ras)
     _check_series(meta)
     nuc = _check_pet(pet, meta)
+    if pet.enhanced:
+        return _write_atomically(folder, [_enhanced_pet_dataset(data, geom, meta, pet, nuc)])
     nk = data.shape[2]
 
     corrected = ["DECY", "ATTN", "SCAT"] if pet.decay_correction != "NONE" else ["ATTN", "SCAT"]
-    decay_factor_text: str | None = None
-    if pet.decay_correction == "START":
-        decay_factor_text = _ds(1.0)
-    elif pet.decay_correction == "ADMIN":
-        elapsed = seconds_between(pet.injection_datetime, meta.series_datetime)
-        decay_factor_text = _ds(1.0 / decay_factor(elapsed, nuc.half_life_s))
+    decay_factor_text = _decay_factor_text(pet, meta, nuc)
     duration_ms = float(pet.frame_duration_s) * 1000.0
     orientation, gantry = _patient_orientation(meta.patient_position)
 
@@ -634,15 +813,263 @@ def write_pet_series(
         if decay_factor_text is not None:
             ds.DecayFactor = decay_factor_text
 
-        slab = data[:, :, k]
-        peak = float(np.max(np.abs(slab)))
-        slope_text = _ds(peak / PET_INT_MAX)
-        if not float(slope_text) > 0:  # all-zero slice (or a peak that underflows)
-            slope_text = _ds(1.0)
-        slope = float(slope_text)  # quantise with the slope as a reader will see it
-        stored = np.clip(np.rint(slab / slope), -PET_INT_MAX, PET_INT_MAX).astype(np.int16)
+        slope_text, stored = _quantise(data[:, :, k])
         ds.RescaleIntercept = _ds(0.0)
         ds.RescaleSlope = slope_text
+        _add_philips_block(ds, pet, meta, nuc)
         _set_pixels(ds, stored)
         datasets.append(ds)
     return _write_atomically(folder, datasets)
+
+
+# --------------------------------------------------------------------------- enhanced PET
+
+
+def enhanced_frame_order(nk: int) -> list[int]:
+    """Slice index k stored in each frame of an Enhanced PET file, in file order.
+
+    Odd k first, then even k (``[1, 3, ..., 0, 2, ...]``): deterministic, and not sorted for
+    any nk >= 2, so a reader has to order frames by InStackPositionNumber (= k + 1) or by
+    ImagePositionPatient instead of trusting the file order.
+    """
+    return list(range(1, nk, 2)) + list(range(0, nk, 2))
+
+
+def _single(item: Dataset) -> Sequence:
+    return Sequence([item])
+
+
+def _enhanced_isotope_item(pet: PetMeta, nuc: Nuclide, series_dt: datetime) -> Dataset:
+    """Enhanced PET Isotope module item (C.8.22.4): the single-frame item plus the agent number,
+    route, and coded radionuclide and radiopharmaceutical (a local code where no standard code
+    exists). RadionuclidePositronFraction is not written: Homing has no vetted table of it."""
+    item = _radiopharmaceutical_item(pet, nuc, series_dt)
+    item.RadiopharmaceuticalAgentNumber = 1
+    if "RadionuclideCodeSequence" not in item:
+        item.RadionuclideCodeSequence = _single(
+            _code_item(nuc.name, _code_meaning(nuc), LOCAL_CODING_SCHEME)
+        )
+    item.AdministrationRouteCodeSequence = _single(
+        _code_item("47625008", "Intravenous route", "SCT")
+    )
+    item.RadiopharmaceuticalCodeSequence = _single(
+        _code_item("RADIOPHARM-1", str(item.Radiopharmaceutical), LOCAL_CODING_SCHEME)
+    )
+    return item
+
+
+def _enhanced_pet_dataset(
+    data: np.ndarray, geom: _Geometry, meta: SeriesMeta, pet: PetMeta, nuc: Nuclide
+) -> Dataset:
+    """One Enhanced PET Image (PS3.3 A.56) holding every k-slice as a frame."""
+    ni, nj, nk = data.shape
+    when = meta.series_datetime
+    di, dj, dk = geom.spacing
+    duration_s = float(pet.frame_duration_s)
+    decay_factor_text = _decay_factor_text(pet, meta, nuc)
+    calibrated = pet.units in _CALIBRATED_UNITS
+    scanner = _NOMINAL_PET_SCANNER
+
+    ds = _common_dataset(
+        ENHANCED_PET_IMAGE_STORAGE, make_uid(meta.series_uid, "enhanced"), "PT", meta
+    )
+    # Enhanced general equipment
+    ds.DeviceSerialNumber = scanner["device_serial_number"]
+
+    # Enhanced PET image (with the image-level Common CT/MR Image Description macro)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.PixelPresentation = "MONOCHROME"
+    ds.VolumetricProperties = "VOLUME"
+    ds.VolumeBasedCalculationTechnique = "NONE"
+    ds.AcquisitionNumber = 1
+    ds.AcquisitionDateTime = _dt(when)
+    ds.AcquisitionDuration = duration_s
+    ds.ContentQualification = "PRODUCT"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    ds.PresentationLUTShape = "IDENTITY"
+
+    # Multi-frame functional groups module (top level)
+    ds.InstanceNumber = 1
+    ds.ContentDate = _da(when)
+    ds.ContentTime = _tm(when)
+    ds.NumberOfFrames = nk
+
+    # Acquisition context (Type 2, empty)
+    ds.AcquisitionContextSequence = Sequence()
+
+    # PET series attributes that vendors keep in Enhanced files; readers use them to tell
+    # BQML from CNTS and START from ADMIN without parsing the functional groups.
+    ds.Units = pet.units
+    ds.DecayCorrection = pet.decay_correction
+    ds.SeriesType = ["STATIC", "IMAGE"]
+    ds.NumberOfSlices = nk
+    corrected = ["DECY", "ATTN", "SCAT"] if pet.decay_correction != "NONE" else ["ATTN", "SCAT"]
+    ds.CorrectedImage = corrected + (["DCAL"] if calibrated else [])
+
+    # Enhanced PET isotope
+    ds.RadiopharmaceuticalInformationSequence = _single(_enhanced_isotope_item(pet, nuc, when))
+
+    # Enhanced PET acquisition (nominal scanner, see _NOMINAL_PET_SCANNER)
+    ds.AcquisitionStartCondition = "MANU"
+    ds.AcquisitionTerminationCondition = "TIME"
+    ds.TerminationTimeThreshold = duration_s
+    ds.TypeOfDetectorMotion = "STATIONARY"
+    ds.DetectorGeometry = "CYLINDRICAL_RING"
+    ds.TransverseDetectorSeparation = scanner["transverse_detector_separation_mm"]
+    ds.AxialDetectorDimension = scanner["axial_detector_dimension_mm"]
+    ds.CollimatorType = "NONE"
+    ds.CoincidenceWindowWidth = _ds(scanner["coincidence_window_ns"])
+    window = Dataset()
+    window.EnergyWindowLowerLimit = _ds(scanner["energy_window_kev"][0])
+    window.EnergyWindowUpperLimit = _ds(scanner["energy_window_kev"][1])
+    ds.EnergyWindowRangeSequence = _single(window)
+    ds.TableMotion = "STATIC"
+    ds.TimeOfFlightInformationUsed = "FALSE"
+    ds.ViewCodeSequence = _single(_code_item("62824007", "Transverse", "SCT"))
+
+    # Enhanced PET corrections
+    ds.CountsSource = "EMISSION"
+    ds.DecayCorrected = "YES" if pet.decay_correction != "NONE" else "NO"
+    ds.AttenuationCorrected = "YES"
+    ds.ScatterCorrected = "YES"
+    ds.DeadTimeCorrected = "NO"
+    ds.GantryMotionCorrected = "NO"
+    ds.PatientMotionCorrected = "NO"
+    ds.CountLossNormalizationCorrected = "NO"
+    ds.RandomsCorrected = "NO"
+    ds.NonUniformRadialSamplingCorrected = "NO"
+    ds.SensitivityCalibrated = "YES" if calibrated else "NO"
+    ds.DetectorNormalizationCorrection = "NO"
+    ds.AttenuationCorrectionSource = "CT"
+    ds.AttenuationCorrectionTemporalRelationship = "CONCURRENT"
+    ds.ScatterCorrectionMethod = "single scatter simulation"
+    if pet.decay_correction == "START":
+        ds.DecayCorrectionDateTime = _dt(when)
+    elif pet.decay_correction == "ADMIN":
+        injection = pet.injection_datetime
+        if when.tzinfo is not None:
+            injection = injection.astimezone(when.tzinfo)
+        ds.DecayCorrectionDateTime = _dt(injection)
+
+    # Multi-frame dimension: frames are indexed by (stack, in-stack position, time)
+    dim_uid = make_uid(meta.series_uid, "dimension organization")
+    organization = Dataset()
+    organization.DimensionOrganizationUID = dim_uid
+    ds.DimensionOrganizationSequence = _single(organization)
+    ds.DimensionOrganizationType = "3D_TEMPORAL"
+    dimensions = []
+    for keyword, label in (
+        ("StackID", "Stack ID"),
+        ("InStackPositionNumber", "In-Stack Position"),
+        ("TemporalPositionIndex", "Temporal Position"),
+    ):
+        dim = Dataset()
+        dim.DimensionOrganizationUID = dim_uid
+        dim.DimensionIndexPointer = tag_for_keyword(keyword)
+        dim.FunctionalGroupPointer = tag_for_keyword("FrameContentSequence")
+        dim.DimensionDescriptionLabel = label
+        dimensions.append(dim)
+    ds.DimensionIndexSequence = Sequence(dimensions)
+
+    # Shared functional groups
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = [_ds(dj), _ds(di)]
+    measures.SliceThickness = _ds(dk)
+    measures.SpacingBetweenSlices = _ds(dk)
+    shared.PixelMeasuresSequence = _single(measures)
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = _iop(geom)
+    shared.PlaneOrientationSequence = _single(orientation)
+    anatomy = Dataset()
+    anatomy.AnatomicRegionSequence = _single(_code_item("38266002", "Entire body", "SCT"))
+    anatomy.FrameLaterality = "U"
+    shared.FrameAnatomySequence = _single(anatomy)
+    peak = float(np.max(data))
+    voi = Dataset()
+    voi.WindowCenter = _ds(peak / 2.0 if peak > 0 else 0.5)
+    voi.WindowWidth = _ds(peak if peak > 0 else 1.0)
+    shared.FrameVOILUTSequence = _single(voi)
+    frame_type = Dataset()
+    frame_type.FrameType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    frame_type.PixelPresentation = "MONOCHROME"
+    frame_type.VolumetricProperties = "VOLUME"
+    frame_type.VolumeBasedCalculationTechnique = "NONE"
+    shared.PETFrameTypeSequence = _single(frame_type)
+    usage = Dataset()
+    usage.RadiopharmaceuticalAgentNumber = 1
+    shared.RadiopharmaceuticalUsageSequence = _single(usage)
+    acquisition = Dataset()
+    acquisition.TableHeight = _ds(scanner["table_height_mm"])
+    acquisition.GantryDetectorTilt = _ds(0.0)
+    acquisition.GantryDetectorSlew = _ds(0.0)
+    acquisition.DataCollectionDiameter = _ds(scanner["data_collection_diameter_mm"])
+    shared.PETFrameAcquisitionSequence = _single(acquisition)
+    centre = (geom.lps @ np.array([(ni - 1) / 2.0, (nj - 1) / 2.0, (nk - 1) / 2.0, 1.0]))[:3]
+    position = Dataset()
+    position.TablePosition = 0.0
+    position.DataCollectionCenterPatient = [_clean(v) for v in centre]
+    position.ReconstructionTargetCenterPatient = [_clean(v) for v in centre]
+    shared.PETPositionSequence = _single(position)
+    recon = Dataset()
+    recon.ReconstructionType = "3D"
+    recon.ReconstructionAlgorithm = "MLEM"  # OSEM: ordered-subset MLEM
+    recon.IterativeReconstructionMethod = "YES"
+    recon.NumberOfIterations = scanner["iterations"]
+    recon.NumberOfSubsets = scanner["subsets"]
+    recon.ReconstructionDiameter = _ds(max(ni * di, nj * dj))
+    shared.PETReconstructionSequence = _single(recon)
+    ds.SharedFunctionalGroupsSequence = _single(shared)
+
+    # Per-frame functional groups and pixel data, in enhanced_frame_order
+    unit_value, unit_meaning = _PET_UNITS_UCUM[pet.units]
+    frame_start = _dt(when)
+    frame_reference = _dt(when + timedelta(seconds=duration_s / 2.0))
+    frames, pixels = [], []
+    for k in enhanced_frame_order(nk):
+        slope_text, stored = _quantise(data[:, :, k])
+        item = Dataset()
+        content = Dataset()
+        content.StackID = "1"
+        content.InStackPositionNumber = k + 1
+        content.TemporalPositionIndex = 1
+        content.DimensionIndexValues = [1, k + 1, 1]
+        content.FrameAcquisitionDateTime = frame_start
+        content.FrameReferenceDateTime = frame_reference
+        content.FrameAcquisitionDuration = duration_s * 1000.0
+        item.FrameContentSequence = _single(content)
+        plane = Dataset()
+        plane.ImagePositionPatient = _ipp(geom, k)
+        item.PlanePositionSequence = _single(plane)
+        transform = Dataset()
+        transform.RescaleIntercept = _ds(0.0)
+        transform.RescaleSlope = slope_text
+        transform.RescaleType = "US"  # units are given by the Real World Value Mapping
+        item.PixelValueTransformationSequence = _single(transform)
+        mapping = Dataset()
+        mapping.add_new(tag_for_keyword("RealWorldValueFirstValueMapped"), "SS", INT16_MIN)
+        mapping.add_new(tag_for_keyword("RealWorldValueLastValueMapped"), "SS", INT16_MAX)
+        mapping.RealWorldValueIntercept = 0.0
+        mapping.RealWorldValueSlope = float(slope_text)
+        mapping.LUTExplanation = unit_meaning
+        mapping.LUTLabel = pet.units
+        mapping.MeasurementUnitsCodeSequence = _single(_code_item(unit_value, unit_meaning, "UCUM"))
+        item.RealWorldValueMappingSequence = _single(mapping)
+        factors = Dataset()
+        factors.PrimaryPromptsCountsAccumulated = 0  # simulated: no detector events
+        factors.SliceSensitivityFactor = _ds(1.0)
+        if decay_factor_text is not None:
+            factors.DecayFactor = decay_factor_text
+        factors.ScatterFractionFactor = _ds(0.0)
+        factors.DeadTimeFactor = _ds(1.0)
+        item.PETFrameCorrectionFactorsSequence = _single(factors)
+        frames.append(item)
+        pixels.append(np.ascontiguousarray(stored.T, dtype="<i2"))
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+
+    _pixel_module(ds, nj, ni)
+    _add_philips_block(ds, pet, meta, nuc)
+    ds.PixelData = np.stack(pixels).tobytes()
+    ds["PixelData"].VR = "OW"
+    return ds
