@@ -48,9 +48,10 @@ def main() -> None:
     if not args.demo:
         rows.append(
             (
-                "demo study (4 mice x 3 sessions)",
+                "simulate demo design (5 mice x 3 sessions)",
                 *run_stage(
-                    f"from homing import demo; demo.generate({str(demo_dir)!r}, {args.atlas!r})"
+                    "from homing import simulate; "
+                    f"simulate.simulate('demo', {str(demo_dir)!r}, {args.atlas!r})"
                 ),
             )
         )

@@ -18,10 +18,10 @@ def digimouse_json() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_study(tmp_path_factory, digimouse_json) -> Path:
-    """The full demo study, generated once per test session (about a minute)."""
-    from homing import demo
+    """The full demo study, generated once per test session (under a minute)."""
+    from homing import simulate
 
     out = tmp_path_factory.mktemp("demo") / "demo"
-    demo.generate(out, digimouse_json)
-    demo.write_config(out, digimouse_json)
+    simulate.simulate("demo", out, digimouse_json)
+    simulate.write_config(out, digimouse_json)
     return out

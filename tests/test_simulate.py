@@ -1,9 +1,11 @@
-"""The demo study is honest: its DICOM holds exactly what its truth table says.
+"""The simulator is honest: its DICOM holds exactly what its truth tables say.
 
-The DICOM is read back here with pydicom alone (not Homing's ingest), so a bug shared by
-the writer and the reader cannot hide.
+Every series is read back here with pydicom alone (not Homing's ingest), so a bug shared by
+the writer and the reader cannot hide: single-frame and Enhanced multi-frame PET, every
+DecayCorrection and Units variant, feet-first, separate frames of reference.
 """
 
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -11,101 +13,339 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from scipy import ndimage
 
-from homing import demo
-from homing.atlas import ORGAN_BY_NAME
+from homing import simulate
 
 from .conftest import REPO
 
 
-def read_series(folder: Path):
-    """(array[i, j, k] in rescaled units, RAS affine) from a single-frame series, pydicom only."""
-    dss = [pydicom.dcmread(p) for p in sorted(folder.glob("*.dcm"))]
-    row, col = (
-        np.array(v, float)
-        for v in (dss[0].ImageOrientationPatient[:3], dss[0].ImageOrientationPatient[3:])
-    )
-    normal = np.cross(row, col)
-    dss.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, float))))
-    vol = np.stack(
-        [d.pixel_array.T * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in dss], axis=-1
-    )
-    dr, dc = (float(x) for x in dss[0].PixelSpacing)
-    p0, p1 = (np.array(d.ImagePositionPatient, float) for d in dss[:2])
+def _geometry(row, col, spacing_rc, positions):
+    """RAS affine of a volume whose k-th slice sits at positions[k] (LPS, sorted)."""
+    dr, dc = spacing_rc
     lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dc, col * dr, p1 - p0, p0
-    return vol, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, dss
+    step = positions[1] - positions[0] if len(positions) > 1 else np.cross(row, col)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row * dc, col * dr, step, positions[0]
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+
+
+def _pet_scale(ds) -> float:
+    """Bq/mL per rescaled unit: 1 for BQML; the Philips factor (7053,1009) for CNTS."""
+    if ds.Units == "BQML":
+        return 1.0
+    assert ds.Units == "CNTS"
+    return float(ds.private_block(0x7053, "Philips PET Private Group")[0x09].value)
+
+
+def read_series(folder: Path):
+    """(array[i, j, k] in Bq/mL or HU, RAS affine, first dataset), with pydicom only."""
+    files = sorted(folder.glob("*.dcm"))
+    first = pydicom.dcmread(files[0])
+    if "PerFrameFunctionalGroupsSequence" in first:
+        assert len(files) == 1
+        ds = first
+        shared = ds.SharedFunctionalGroupsSequence[0]
+        iop = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+        spacing = [float(x) for x in shared.PixelMeasuresSequence[0].PixelSpacing]
+        frames = ds.pixel_array
+        items = []
+        for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+            stack_pos = int(item.FrameContentSequence[0].InStackPositionNumber)
+            ipp = np.array(item.PlanePositionSequence[0].ImagePositionPatient, float)
+            pvt = item.PixelValueTransformationSequence[0]
+            plane = frames[f] * float(pvt.RescaleSlope) + float(pvt.RescaleIntercept)
+            items.append((stack_pos, ipp, plane))
+        items.sort(key=lambda t: t[0])
+        positions = [t[1] for t in items]
+        planes = [t[2] for t in items]
+    else:
+        dss = [pydicom.dcmread(p) for p in files]
+        iop = np.array(dss[0].ImageOrientationPatient, float)
+        normal = np.cross(iop[:3], iop[3:])
+        dss.sort(key=lambda d: float(np.dot(normal, np.array(d.ImagePositionPatient, float))))
+        spacing = [float(x) for x in dss[0].PixelSpacing]
+        positions = [np.array(d.ImagePositionPatient, float) for d in dss]
+        planes = [d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in dss]
+        ds = dss[0]
+    vol = np.stack([p.T for p in planes], axis=-1)
+    if ds.Modality == "PT":
+        vol = vol * _pet_scale(ds)
+    return vol, _geometry(iop[:3], iop[3:], spacing, positions), ds
+
+
+def truth_tables(study: Path):
+    kw = dict(sep="\t", dtype={"animal_id": str, "session_id": str})
+    return pd.read_csv(study / "truth" / "organs.tsv", **kw), pd.read_csv(
+        study / "truth" / "scans.tsv", **kw
+    )
+
+
+EXPECTED_COLUMN = {
+    "START": "mean_bq_per_ml_at_scan_start",
+    "ADMIN": "mean_bq_per_ml_at_injection",
+    "NONE": "mean_bq_per_ml_frame_average",
+}
+
+
+def check_pet_against_truth(study: Path, animal: str, session: str, organs_truth, scans_truth):
+    """Organ-interior means of the PET (pydicom only) against the truth, in the convention
+    the DICOM declares. Returns {organ: measured / truth}."""
+    sub = study / "dicom" / f"sub-{animal}" / f"ses-{session}"
+    scan = scans_truth[(scans_truth.animal_id == animal) & (scans_truth.session_id == session)]
+    scan = scan.iloc[0]
+    pet, pet_aff, ds = read_series(sub / "pet")
+    assert ds.DecayCorrection == scan.dicom_decay_correction
+    lab_img = nib.load(study / "truth" / f"sub-{animal}" / f"ses-{session}" / "labels_ct.nii.gz")
+    labels = np.asarray(lab_img.dataobj)
+    pet_from_ct = np.array(json.loads(scan.pet_from_ct_mm))
+    # PET voxel centres -> CT frame -> truth label grid (nearest).
+    to_ct_vox = np.linalg.inv(lab_img.affine) @ np.linalg.inv(pet_from_ct) @ pet_aff
+    idx = np.indices(pet.shape).reshape(3, -1).astype(float)
+    src = to_ct_vox[:3, :3] @ idx + to_ct_vox[:3, 3:4]
+    t = organs_truth[(organs_truth.animal_id == animal) & (organs_truth.session_id == session)]
+    t = t.set_index("organ")
+    ratios = {}
+    voxel_mm = float(np.sqrt((lab_img.affine[:3, 0] ** 2).sum()))
+    # Far enough inside an organ that the PSF (FWHM ≤ 1.4 mm) brings nothing in from outside.
+    depth_mm = 2.0 * scan.psf_fwhm_mm
+    for organ, row in t.iterrows():
+        if row.volume_ml < 0.3:
+            continue
+        mask = labels == int(row.label)
+        inner = ndimage.distance_transform_edt(mask) * voxel_mm >= depth_mm
+        at_pet = ndimage.map_coordinates(inner.astype(np.uint8), src, order=0).reshape(pet.shape)
+        if at_pet.sum() < 30:
+            continue
+        ratio = pet[at_pet > 0].mean() / row[EXPECTED_COLUMN[scan.dicom_decay_correction]]
+        # Poisson: the region's expected counts give the ratio's relative standard error.
+        counts = (
+            row.mean_bq_per_ml_at_scan_start
+            * at_pet.sum()
+            / scan.pet_bq_per_ml_per_count_at_scan_start
+        )
+        ratios[organ] = (ratio, 1.0 / np.sqrt(max(counts, 1.0)))
+    return ratios, pet, pet_aff, ds
+
+
+def assert_ratios(ratios: dict) -> None:
+    """Each organ within 3 % (voxelisation, quantisation) plus 4 Poisson standard errors."""
+    for organ, (ratio, rel_se) in ratios.items():
+        assert abs(ratio - 1.0) <= 0.03 + 4 * rel_se, (organ, ratio, rel_se)
 
 
 @pytest.fixture(scope="module")
-def truth(demo_study):
-    return pd.read_csv(
-        demo_study / "truth" / "organs.tsv", sep="\t", dtype={"animal_id": str, "session_id": str}
-    )
+def demo_truth(demo_study):
+    return truth_tables(demo_study)
 
 
-@pytest.mark.parametrize("animal,session", [("EX01", "d3"), ("RE02", "d1")])
-def test_pet_dicom_holds_the_truth_concentrations(demo_study, truth, animal, session):
-    sub = demo_study / "dicom" / f"sub-{animal}" / f"ses-{session}"
-    pet, pet_aff, dss = read_series(sub / "pet")
-    assert dss[0].Units == "BQML" and dss[0].DecayCorrection == "START"
+@pytest.mark.parametrize("animal,session", [("EX01", "d3"), ("RE02", "d1"), ("CO01", "d7")])
+def test_demo_pet_dicom_holds_the_truth_concentrations(demo_study, demo_truth, animal, session):
+    organs, scans = demo_truth
+    ratios, pet, pet_aff, ds = check_pet_against_truth(demo_study, animal, session, *demo_truth)
+    assert ds.Units == "BQML" and ds.DecayCorrection == "START"
+    assert {"liver", "soft_tissue"} <= set(ratios)
+    assert_ratios(ratios)
+    # The PSF blurs but keeps the activity: the image total equals the truth total.
+    t = organs[(organs.animal_id == animal) & (organs.session_id == session)]
+    voxel_ml = abs(np.linalg.det(pet_aff[:3, :3])) / 1000
+    assert pet.sum() * voxel_ml == pytest.approx(t.total_activity_bq_at_scan_start.sum(), rel=0.01)
+    # CT: the same anatomy, air and bone where the labels say.
     lab_img = nib.load(
         demo_study / "truth" / f"sub-{animal}" / f"ses-{session}" / "labels_ct.nii.gz"
     )
     labels = np.asarray(lab_img.dataobj)
-    # The PET grid is the CT grid coarsened 2×: same voxel centres as 2×2×2 block centres.
-    expected_aff = lab_img.affine.copy()
-    expected_aff[:3, :3] *= 2
-    expected_aff[:3, 3] = (lab_img.affine @ [0.5, 0.5, 0.5, 1])[:3]
-    assert np.allclose(pet_aff, expected_aff, atol=1e-4)
-    blocks = labels.reshape(pet.shape[0], 2, pet.shape[1], 2, pet.shape[2], 2)
-    blocks = blocks.transpose(0, 2, 4, 1, 3, 5).reshape(*pet.shape, 8)
-    pure = (blocks == blocks[..., :1]).all(axis=-1)
-    t = truth[(truth.animal_id == animal) & (truth.session_id == session)].set_index("organ")
-    for organ in ("liver", "kidneys", "lungs", "bladder", "soft_tissue"):
-        inside = pure & (blocks[..., 0] == ORGAN_BY_NAME[organ].label)
-        measured = pet[inside].mean()
-        assert measured == pytest.approx(t.loc[organ, "mean_bq_per_ml_at_scan_start"], rel=0.02)
-    voxel_ml = abs(np.linalg.det(pet_aff[:3, :3])) / 1000
-    total_scan = (t.mean_bq_per_ml_at_scan_start * t.volume_ml).sum()
-    assert pet.sum() * voxel_ml == pytest.approx(total_scan, rel=0.01)
-    # CT: the same anatomy, air and bone where the labels say.
-    ct, ct_aff, _ = read_series(sub / "ct")
+    ct, ct_aff, _ = read_series(demo_study / "dicom" / f"sub-{animal}" / f"ses-{session}" / "ct")
     assert np.allclose(ct_aff, lab_img.affine, atol=1e-4)
     assert ct[labels == 0].mean() < -950
-    assert ct[labels == ORGAN_BY_NAME["skeleton"].label].mean() > 500
+    assert ct[labels == 2].mean() > 500  # skeleton
 
 
-def test_truth_table_is_self_consistent(truth):
-    assert set(truth.animal_id) == {"EX01", "EX02", "RE01", "RE02"}
-    assert truth.groupby("animal_id").session_id.nunique().eq(3).all()
-    # All of the injected activity is somewhere in the body.
-    per_scan = truth.groupby(["animal_id", "session_id"]).percent_injected_dose.sum()
-    assert np.allclose(per_scan, 100.0)
-    ex = truth[truth.cohort == "exvivo"]
-    assert ex.label_equivalent_cells.notna().all()
-    assert truth[truth.cohort == "reporter"].label_equivalent_cells.isna().all()
-    # The ex vivo label moves lungs -> liver over the week.
-    lungs = ex[ex.organ == "lungs"].groupby("session_id").percent_injected_dose.mean()
-    liver = ex[ex.organ == "liver"].groupby("session_id").percent_injected_dose.mean()
-    assert lungs["d0"] > 3 * lungs["d7"] and liver["d3"] > 2 * liver["d0"]
+def test_demo_truth_is_self_consistent(demo_study, demo_truth):
+    organs, scans = demo_truth
+    animals = pd.read_csv(demo_study / "animals.tsv", sep="\t")
+    assert list(animals.animal_id) == ["EX01", "EX02", "RE01", "RE02", "CO01"]
+    assert organs.groupby("animal_id").session_id.nunique().eq(3).all()
+    # Decay to the scan start, %ID/g and totals follow from each other analytically.
+    merged = organs.merge(scans, on=["animal_id", "session_id"], suffixes=("", "_scan"))
+    hours = (
+        pd.to_datetime(merged.scan_start_datetime) - pd.to_datetime(merged.injection_datetime)
+    ).dt.total_seconds()
+    decay = np.exp(-np.log(2) * hours / merged.half_life_s)
+    assert np.allclose(
+        merged.mean_bq_per_ml_at_scan_start, merged.mean_bq_per_ml_at_injection * decay
+    )
+    assert np.allclose(
+        merged.percent_id_per_g,
+        100 * merged.mean_bq_per_ml_at_injection / merged.injected_activity_bq,
+    )
+    assert np.allclose(
+        merged.total_activity_bq_at_injection, merged.mean_bq_per_ml_at_injection * merged.volume_ml
+    )
+    # Ex vivo: label-equivalent cells = activity / per-cell activity (decayed from labelling).
+    ex = merged[merged.labelling_method == "ex_vivo"].merge(animals, on="animal_id")
+    hl = ex.half_life_s
+    t_lab = (
+        pd.to_datetime(ex.injection_datetime) - pd.to_datetime(ex.labelling_datetime)
+    ).dt.total_seconds()
+    a_cell = (
+        ex.labelling_specific_activity_kbq_per_1e6_cells
+        * 1e3
+        / 1e6
+        * np.exp(-np.log(2) * t_lab / hl)
+    )
+    assert np.allclose(ex.label_equivalent_cells, ex.total_activity_bq_at_injection / a_cell)
+    # No more label than was infused; some leaves the body (excreted free label).
+    per_scan = ex.groupby(["animal_id", "session_id"]).percent_injected_dose.sum()
+    assert (per_scan <= 100.0 + 1e-6).all() and (per_scan > 90.0).all()
+    # The label moves lungs -> liver; bone takes up free 89Zr as cells die.
+    by = ex.pivot_table(index="session_id", columns="organ", values="percent_injected_dose")
+    assert by.loc["d0", "lungs"] > 10 * by.loc["d7", "lungs"]
+    assert by.loc["d3", "liver"] > 1.5 * by.loc["d0", "liver"]
+    assert by.loc["d7", "skeleton"] > by.loc["d3", "skeleton"] > by.loc["d0", "skeleton"]
+    # Division dilutes the label: in the spleen live cells outnumber label-equivalent cells.
+    spleen = ex[(ex.organ == "spleen") & (ex.session_id == "d7")]
+    assert (spleen.live_labelled_cells > 2 * spleen.label_equivalent_cells).all()
+    # Free label in bone: label-equivalent cells far above the live cells there.
+    bone = ex[(ex.organ == "skeleton") & (ex.session_id == "d7")]
+    assert (bone.label_equivalent_cells > 2 * bone.live_labelled_cells).all()
+    # Reporter: the spleen's live cells expand; controls have no cells, only background.
+    rep = merged[merged.labelling_method == "reporter_gene"]
+    sp = rep[rep.organ == "spleen"].pivot_table(
+        index="animal_id", columns="session_id", values="live_reporter_cells"
+    )
+    assert (sp["d7"] > sp["d4"]).all() and (sp["d4"] > sp["d1"]).all()
+    ctrl = merged[merged.labelling_method == "none"]
+    assert ctrl.live_reporter_cells.isna().all() and ctrl.label_equivalent_cells.isna().all()
+    spleen_pid = merged[merged.organ == "spleen"].pivot_table(
+        index="animal_id", columns="session_id", values="percent_injected_dose"
+    )
+    assert (spleen_pid.loc[["RE01", "RE02"], "d7"] > 5 * spleen_pid.loc["CO01", "d7"]).all()
 
 
 def test_same_seed_gives_identical_data(demo_study, digimouse_json, tmp_path):
     again = tmp_path / "again"
-    demo.generate(again, digimouse_json, only_animals={"RE01"})
-    full = (demo_study / "truth" / "organs.tsv").read_text().splitlines()
-    part = (again / "truth" / "organs.tsv").read_text().splitlines()
-    assert part[0] == full[0]
-    assert part[1:] == [line for line in full[1:] if line.startswith("RE01\t")]
+    simulate.simulate("demo", again, digimouse_json, only_animals={"RE01"}, jobs=1)
+    for table in ("organs.tsv", "scans.tsv"):
+        full = (demo_study / "truth" / table).read_text().splitlines()
+        part = (again / "truth" / table).read_text().splitlines()
+        assert part[0] == full[0]
+        assert part[1:] == [line for line in full[1:] if line.startswith("RE01\t")]
     for rel in ("dicom/sub-RE01/ses-d4/pet", "dicom/sub-RE01/ses-d4/ct"):
         a = sorted((demo_study / rel).glob("*.dcm"))
         b = sorted((again / rel).glob("*.dcm"))
         assert [p.name for p in a] == [p.name for p in b]
         assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b, strict=True))
+    truth = "truth/sub-RE01/ses-d4/labels_ct.nii.gz"
+    assert np.array_equal(
+        np.asarray(nib.load(demo_study / truth).dataobj),
+        np.asarray(nib.load(again / truth).dataobj),
+    )
+    # Another seed gives another study.
+    other = tmp_path / "other"
+    simulate.simulate("demo", other, digimouse_json, seed=1, only_animals={"RE01"}, jobs=1)
+    assert (other / "truth" / "organs.tsv").read_text() != (
+        again / "truth" / "organs.tsv"
+    ).read_text()
 
 
 def test_committed_example_sheets_are_the_demo_sheets(demo_study):
     assert (REPO / "config" / "animals.tsv").read_text() == (demo_study / "animals.tsv").read_text()
     generated = (demo_study / "scans.tsv").read_text().replace("\tdicom/", "\t../demo/dicom/")
     assert (REPO / "config" / "scans.tsv").read_text() == generated
+
+
+# --------------------------------------------------------------------------- quirks
+
+
+@pytest.fixture(scope="module")
+def quirks_study(tmp_path_factory, digimouse_json):
+    out = tmp_path_factory.mktemp("quirks") / "quirks"
+    simulate.simulate("quirks", out, digimouse_json)
+    return out
+
+
+@pytest.fixture(scope="module")
+def quirks_truth(quirks_study):
+    return truth_tables(quirks_study)
+
+
+QUIRKS_SESSIONS = [
+    ("QX01", "d0"),
+    ("QX01", "d2"),
+    ("QX01", "d5"),
+    ("QR01", "d1"),
+    ("QR01", "d3"),
+    ("QR01", "d6"),
+]
+
+
+@pytest.mark.parametrize("animal,session", QUIRKS_SESSIONS)
+def test_every_metadata_variant_decodes_to_the_truth(quirks_study, quirks_truth, animal, session):
+    organs, scans = quirks_truth
+    scan = scans[(scans.animal_id == animal) & (scans.session_id == session)].iloc[0]
+    ratios, pet, pet_aff, ds = check_pet_against_truth(quirks_study, animal, session, *quirks_truth)
+    assert len(ratios) >= 2, ratios
+    assert_ratios(ratios)
+    # The variant is really in the file.
+    enhanced = scan.dicom_pet_format == "enhanced"
+    assert ("PerFrameFunctionalGroupsSequence" in ds) == enhanced
+    assert ds.SOPClassUID == (
+        "1.2.840.10008.5.1.4.1.1.130" if enhanced else "1.2.840.10008.5.1.4.1.1.128"
+    )
+    assert ds.Units == scan.dicom_units
+    assert ds.PatientPosition == scan.dicom_patient_position
+    assert ("PatientWeight" in ds) == (scan.dicom_patient_weight == "kg")
+    item = ds.RadiopharmaceuticalInformationSequence[0]
+    time_only = scan.dicom_injection_time_tags == "time_only"
+    assert ("RadiopharmaceuticalStartDateTime" in item) == (not time_only)
+    injection = pd.Timestamp(scan.injection_datetime)
+    assert item.RadiopharmaceuticalStartTime.startswith(injection.strftime("%H%M%S"))
+    if not time_only:
+        assert item.RadiopharmaceuticalStartDateTime.startswith(injection.strftime("%Y%m%d%H%M%S"))
+    ct_ds = pydicom.dcmread(
+        sorted((quirks_study / "dicom" / f"sub-{animal}" / f"ses-{session}" / "ct").glob("*.dcm"))[
+            0
+        ]
+    )
+    same_frame = ct_ds.FrameOfReferenceUID == ds.FrameOfReferenceUID
+    assert same_frame == (scan.dicom_frame_of_reference == "shared")
+    assert ct_ds.PatientPosition == scan.dicom_patient_position
+    if scan.dicom_patient_position == "FFP":
+        iop = [round(float(v)) for v in ct_ds.ImageOrientationPatient]
+        assert iop == [1, 0, 0, 0, -1, 0]
+    if scan.dicom_patient_weight == "missing":
+        row = pd.read_csv(quirks_study / "scans.tsv", sep="\t", dtype=str).set_index(
+            ["animal_id", "session_id"]
+        )
+        assert float(row.loc[(animal, session), "body_weight_g"]) == scan.body_weight_g
+
+
+def test_quirks_cover_midnight_and_separate_frames(quirks_truth):
+    _, scans = quirks_truth
+    crossing = scans[
+        pd.to_datetime(scans.injection_datetime).dt.date
+        != pd.to_datetime(scans.scan_start_datetime).dt.date
+    ]
+    crossing = crossing[crossing.labelling_method == "reporter_gene"]
+    assert (crossing.dicom_injection_time_tags == "time_only").any()
+    separate = scans[scans.dicom_frame_of_reference == "separate"]
+    for text in separate.pet_from_ct_mm:
+        offset = np.array(json.loads(text))[:3, 3]
+        assert np.linalg.norm(offset) > 50  # a separate gantry, far down the bed
+
+
+def test_ct_geometry_survives_feet_first(quirks_study):
+    sub = quirks_study / "dicom" / "sub-QX01" / "ses-d5"
+    lab_img = nib.load(quirks_study / "truth" / "sub-QX01" / "ses-d5" / "labels_ct.nii.gz")
+    labels = np.asarray(lab_img.dataobj)
+    ct, ct_aff, ds = read_series(sub / "ct")
+    assert ds.PatientPosition == "FFP"
+    # Same voxel centres in the world, stored with two axes reversed.
+    to_truth = np.linalg.inv(lab_img.affine) @ ct_aff
+    assert np.allclose(np.abs(to_truth[:3, :3]), np.eye(3), atol=1e-6)
+    idx = np.indices(ct.shape).reshape(3, -1)
+    src = np.rint(to_truth[:3, :3] @ idx + to_truth[:3, 3:4]).astype(int)
+    lab_at_ct = labels[src[0], src[1], src[2]].reshape(ct.shape)
+    assert ct[lab_at_ct == 0].mean() < -950
+    assert -600 < ct[lab_at_ct == 21].mean() < -250  # lungs (blurred edges pull it up)
+    assert ct[lab_at_ct == 2].mean() > 500  # skeleton

@@ -1,4 +1,5 @@
-"""Command line: ``homing demo-study OUTDIR`` and ``homing build-atlas OUTDIR``."""
+"""Command line: ``homing simulate DESIGN OUTDIR``, ``homing demo-study OUTDIR`` and
+``homing build-atlas OUTDIR``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from homing import HomingError, atlas, demo
+import yaml
+
+from homing import HomingError, atlas, simulate
 
 #: The pinned public source of the atlas (also the default in config/config.yaml; a test
 #: keeps the two equal).
@@ -21,35 +24,49 @@ def _atlas_source(local: str | None, cache_dir: Path) -> Path:
     return atlas.fetch_source(ATLAS_URL, ATLAS_SHA256, cache_dir / "digimouse.json", local)
 
 
+def _simulate(design_arg: str, outdir: Path, atlas_arg, seed, force: bool, jobs) -> None:
+    design = simulate.load_design(simulate.design_path(design_arg))
+    if seed is not None:
+        design["seed"] = seed
+    done = outdir / "design.yaml"
+    # Complete and made from this very design (and seed): nothing to do.
+    if done.exists() and not force and yaml.safe_load(done.read_text()) == design:
+        print(f"study already complete in {outdir} (use --force to rebuild)")
+    else:
+        src = _atlas_source(atlas_arg, outdir.resolve().parent / ".homing-cache")
+        simulate.simulate(design, outdir, src, jobs=jobs)
+    cfg = simulate.write_config(outdir, atlas_arg)
+    print(f"study: {outdir.resolve()}\nconfig overlay: {cfg}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="homing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_demo = sub.add_parser(
-        "demo-study",
-        help="write the built-in demo study (DICOM, sheets, config overlay, truth tables)",
+    p_sim = sub.add_parser(
+        "simulate",
+        help="simulate a study from a design file: DICOM, sheets, config overlay, truth tables",
     )
+    p_sim.add_argument("design", help="design YAML, or a shipped design: demo, hard, quirks")
+    p_sim.add_argument("outdir", type=Path)
+    p_demo = sub.add_parser("demo-study", help="the built-in demo study (= simulate demo)")
     p_demo.add_argument("outdir", type=Path)
-    p_demo.add_argument(
-        "--atlas",
-        default=None,
-        help="local copy of digimouse.json (default: download, sha256-checked)",
-    )
-    p_demo.add_argument("--seed", type=int, default=20260302)
-    p_demo.add_argument("--force", action="store_true", help="rebuild even if complete")
+    for p in (p_sim, p_demo):
+        p.add_argument(
+            "--atlas",
+            default=None,
+            help="local copy of digimouse.json (default: download, sha256-checked)",
+        )
+        p.add_argument("--seed", type=int, default=None, help="override the design's seed")
+        p.add_argument("--force", action="store_true", help="rebuild even if complete")
+        p.add_argument("--jobs", type=int, default=None, help="animals in parallel (default: CPUs)")
     p_atlas = sub.add_parser("build-atlas", help="build the atlas template and labels")
     p_atlas.add_argument("outdir", type=Path)
     p_atlas.add_argument("--atlas", default=None, help="local copy of digimouse.json")
     args = parser.parse_args(argv)
     try:
-        if args.command == "demo-study":
-            done = args.outdir / "truth" / "organs.tsv"
-            if done.exists() and not args.force:
-                print(f"demo study already complete in {args.outdir} (use --force to rebuild)")
-            else:
-                src = _atlas_source(args.atlas, args.outdir.parent / ".homing-cache")
-                demo.generate(args.outdir, src, seed=args.seed)
-            cfg = demo.write_config(args.outdir, args.atlas)
-            print(f"demo study: {args.outdir.resolve()}\nconfig overlay: {cfg}")
+        if args.command in ("simulate", "demo-study"):
+            design = args.design if args.command == "simulate" else "demo"
+            _simulate(design, args.outdir, args.atlas, args.seed, args.force, args.jobs)
         elif args.command == "build-atlas":
             src = _atlas_source(args.atlas, args.outdir / ".cache")
             atlas.build_atlas(src, args.outdir)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from homing.atlas import ORGANS
+from homing.atlas import ORGANS, Organ
 
 
 @dataclass
@@ -64,6 +64,7 @@ def body_grid(
     voxel_mm: float,
     margin_mm: float,
     origin_offset_mm: np.ndarray,
+    multiple: int = 2,
 ) -> Grid:
     """An axis-aligned grid at ``voxel_mm`` covering the posed body plus ``margin_mm``.
 
@@ -79,8 +80,8 @@ def body_grid(
     start = mm.min(axis=1) - margin_mm
     stop = mm.max(axis=1) + margin_mm
     shape = tuple(int(np.ceil((b - a) / voxel_mm)) + 1 for a, b in zip(start, stop, strict=True))
-    # Even sizes so the PET grid (2× coarser) tiles the CT grid exactly.
-    shape = tuple(s + (s % 2) for s in shape)
+    # Sizes a multiple of ``multiple`` so a coarser PET grid tiles this grid exactly.
+    shape = tuple(s + (-s % multiple) for s in shape)
     aff = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
     aff[:3, 3] = start + origin_offset_mm
     return Grid(shape, aff)
@@ -111,12 +112,16 @@ def resample_labels(
 
 
 def ct_image(
-    labels: np.ndarray, rng: np.random.Generator, noise_hu: float, blur_voxels: float
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    noise_hu: float,
+    blur_voxels: float,
+    organs: tuple[Organ, ...] = ORGANS,
 ) -> np.ndarray:
     """CT numbers (HU) for a label map: per-organ HU with a small per-scan jitter, scanner
     blur (Gaussian, sigma in voxels) and Gaussian noise (SD ``noise_hu``)."""
     lut = np.full(256, -1000.0, dtype=np.float32)
-    for organ in ORGANS:
+    for organ in organs:
         jitter = 0.0 if organ.tissue_class == "air" else rng.normal(0.0, 8.0)
         lut[organ.label] = organ.ct_hu + jitter
     hu = lut[labels]
@@ -149,20 +154,192 @@ def coarse_grid(fine: Grid, factor: int) -> Grid:
     return Grid(tuple(n // factor for n in fine.shape), aff)
 
 
-def pet_image(
-    conc_bq_per_ml: np.ndarray,
-    voxel_ml: float,
+def scale_about(centre_mm: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """4×4 map scaling each axis by ``scale`` about ``centre_mm`` (mm)."""
+    out = np.eye(4)
+    out[:3, :3] = np.diag(scale)
+    out[:3, 3] = centre_mm - np.asarray(scale) * centre_mm
+    return out
+
+
+def _grid_points(shape: tuple[int, ...], affine: np.ndarray, k0: int, k1: int) -> np.ndarray:
+    """mm coordinates (3, n) of the voxel centres in slices k0..k1-1 of a grid."""
+    ii, jj, kk = np.meshgrid(
+        np.arange(shape[0]), np.arange(shape[1]), np.arange(k0, k1), indexing="ij"
+    )
+    idx = np.stack([ii.ravel(), jj.ravel(), kk.ravel()]).astype(np.float64)
+    return affine[:3, :3] @ idx + affine[:3, 3:4]
+
+
+def smooth_displacement(
+    rng: np.random.Generator,
+    lo_mm: np.ndarray,
+    hi_mm: np.ndarray,
+    max_mm: float,
+    smoothness_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random displacement field over the box ``lo_mm``..``hi_mm``.
+
+    White noise on a grid of spacing smoothness/4, Gaussian-smoothed with sigma smoothness/2
+    and scaled so the largest displacement is ``max_mm``. Returns (field (3, nx, ny, nz) in mm,
+    affine of its grid). Smooth and small relative to its length scale, so it is invertible.
+    """
+    spacing = smoothness_mm / 4.0
+    shape = tuple(int(np.ceil((b - a) / spacing)) + 3 for a, b in zip(lo_mm, hi_mm, strict=True))
+    noise = rng.normal(size=(3, *shape))
+    field = np.stack([ndimage.gaussian_filter(c, 2.0, mode="nearest") for c in noise])
+    peak = float(np.max(np.linalg.norm(field, axis=0)))
+    field *= max_mm / peak if peak > 0 else 0.0
+    aff = np.diag([spacing, spacing, spacing, 1.0])
+    aff[:3, 3] = np.asarray(lo_mm) - spacing
+    return field, aff
+
+
+def deform_labels(
+    labels: np.ndarray,
+    labels_affine: np.ndarray,
+    animal_from_atlas: np.ndarray,
+    rng: np.random.Generator,
+    deformation_mm: float,
+    smoothness_mm: float,
+    voxel_mm: float,
+    margin_mm: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """An animal's own anatomy: atlas labels through an affine and a smooth random warp.
+
+    A point ``y`` of the animal (mm) shows the atlas at ``inv(animal_from_atlas) y + u(y)``,
+    ``u`` a :func:`smooth_displacement` field of peak ``deformation_mm`` (a pull-back field).
+    Resampled by nearest label, slab by slab to bound memory. Returns (labels uint8, RAS
+    affine) on a grid of ``voxel_mm`` covering the body plus ``margin_mm``.
+    """
+    grid = body_grid(
+        labels,
+        labels_affine,
+        animal_from_atlas,
+        voxel_mm,
+        margin_mm + deformation_mm,
+        np.zeros(3),
+        1,
+    )
+    to_atlas = np.linalg.inv(labels_affine) @ np.linalg.inv(animal_from_atlas)
+    out = np.zeros(grid.shape, dtype=np.uint8)
+    field_mm = None
+    if deformation_mm > 0:
+        lo = grid.affine[:3, 3]
+        hi = lo + np.diag(grid.affine)[:3] * (np.array(grid.shape) - 1)
+        field_mm, field_affine = smooth_displacement(rng, lo, hi, deformation_mm, smoothness_mm)
+        # Both grids are axis-aligned, so the field is resampled with a diagonal map.
+        grid_to_field = np.linalg.inv(field_affine) @ grid.affine
+    step = max(1, 2_000_000 // (grid.shape[0] * grid.shape[1]))
+    for k0 in range(0, grid.shape[2], step):
+        k1 = min(grid.shape[2], k0 + step)
+        y = _grid_points(grid.shape, grid.affine, k0, k1)
+        src = to_atlas[:3, :3] @ y + to_atlas[:3, 3:4]
+        if field_mm is not None:
+            diag = np.diag(grid_to_field)[:3]
+            offset = grid_to_field[:3, 3] + diag * np.array([0, 0, k0])
+            u = np.stack(
+                [
+                    ndimage.affine_transform(
+                        c, np.diag(diag), offset, (grid.shape[0], grid.shape[1], k1 - k0),
+                        order=1, mode="nearest",
+                    ).ravel()
+                    for c in field_mm
+                ]
+            )  # fmt: skip
+            src += np.linalg.inv(labels_affine)[:3, :3] @ u
+        vals = ndimage.map_coordinates(labels, src, order=0, mode="constant", cval=0)
+        out[:, :, k0:k1] = vals.reshape(grid.shape[0], grid.shape[1], k1 - k0)
+    return out, grid.affine
+
+
+#: Subcutaneous sites: (side along RAS x, organ whose centroid gives the cranio-caudal level).
+TUMOUR_SITES = {
+    "right_flank": (+1, "kidneys"),
+    "left_flank": (-1, "kidneys"),
+    "right_shoulder": (+1, "heart"),
+    "left_shoulder": (-1, "heart"),
+}
+
+
+def add_tumour(
+    labels: np.ndarray, affine: np.ndarray, site: str, radii_mm: list[float], tumour_label: int
+) -> np.ndarray:
+    """Put an ellipsoidal subcutaneous tumour at ``site``, bulging out of the skin.
+
+    Its centre sits at the body surface (along RAS x, at the level of the site's organ, mid
+    depth), moved out by 0.4 × its x radius. It replaces skin/soft tissue and air only, never
+    an organ. Returns a new label array.
+    """
+    side, organ_name = TUMOUR_SITES[site]
+    organ = next(o for o in ORGANS if o.name == organ_name)
+    level = np.argwhere(labels == organ.label).mean(axis=0)
+    k = int(round(level[2]))
+    body = np.argwhere(labels[:, :, k] > 0)
+    j = int(round(body[:, 1].mean()))
+    row = np.flatnonzero(labels[:, j, k] > 0)
+    # RAS: +x is the animal's right; the grid is axis-aligned with positive spacing.
+    edge = row.max() if side > 0 else row.min()
+    vox = np.abs(np.diag(affine)[:3])
+    centre = np.array([edge + side * 0.4 * radii_mm[0] / vox[0], j, k])
+    half = np.ceil(np.asarray(radii_mm) / vox).astype(int) + 1
+    lo = np.maximum(np.floor(centre).astype(int) - half, 0)
+    hi = np.minimum(np.floor(centre).astype(int) + half + 1, labels.shape)
+    ii, jj, kk = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij")
+    inside = (
+        ((ii - centre[0]) * vox[0] / radii_mm[0]) ** 2
+        + ((jj - centre[1]) * vox[1] / radii_mm[1]) ** 2
+        + ((kk - centre[2]) * vox[2] / radii_mm[2]) ** 2
+    ) <= 1.0
+    out = labels.copy()
+    box = out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    replaceable = (box == 0) | (box == ORGANS[1].label)
+    box[inside & replaceable] = tumour_label
+    if not (box == tumour_label).any():
+        raise ValueError(f"tumour at {site} does not fit in the grid; enlarge margin_mm")
+    return out
+
+
+def flip_axes(
+    data: np.ndarray, affine: np.ndarray, axes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The same image stored with the given voxel axes reversed: the world stays put."""
+    aff = affine.copy()
+    for ax in axes:
+        aff[:3, 3] = aff[:3, 3] + aff[:3, ax] * (data.shape[ax] - 1)
+        aff[:3, ax] = -aff[:3, ax]
+    return np.flip(data, axis=axes).copy(), aff
+
+
+def in_frame_decay(frame_duration_s: float, half_life_s: float) -> float:
+    """Mean of the decay over a frame relative to its start: (1 − e^(−λT)) / (λT)."""
+    lam_t = np.log(2.0) * frame_duration_s / half_life_s
+    return float(-np.expm1(-lam_t) / lam_t) if lam_t > 0 else 1.0
+
+
+def pet_counts(
+    conc_at_start_bq_per_ml: np.ndarray,
+    voxel_mm: float,
     frame_duration_s: float,
     sensitivity_cps_per_bq: float,
+    half_life_s: float,
     psf_fwhm_mm: float,
-    voxel_mm: float,
     rng: np.random.Generator,
-) -> np.ndarray:
-    """Reconstructed-image stand-in: PSF blur, then Poisson counts whose mean is
-    activity × frame duration × sensitivity, scaled back to Bq/mL."""
-    img = conc_bq_per_ml
+) -> tuple[np.ndarray, float]:
+    """A reconstructed-image stand-in: PSF blur, then Poisson counts per voxel.
+
+    The mean count is the blurred activity at frame start × the mean decay over the frame ×
+    frame duration × sensitivity, so the noise variance follows the counts. Returns (counts,
+    counts per (Bq/mL at frame start)); dividing by the latter gives Bq/mL at frame start.
+    """
+    img = conc_at_start_bq_per_ml
     if psf_fwhm_mm > 0:
-        img = ndimage.gaussian_filter(img, psf_fwhm_mm / 2.3548 / voxel_mm)
-    counts_per_bq_ml = voxel_ml * frame_duration_s * sensitivity_cps_per_bq
-    counts = rng.poisson(np.clip(img, 0, None) * counts_per_bq_ml)
-    return (counts / counts_per_bq_ml).astype(np.float32)
+        img = ndimage.gaussian_filter(img, psf_fwhm_mm / 2.3548 / voxel_mm, mode="constant")
+    voxel_ml = voxel_mm**3 / 1000.0
+    per_bq_ml = (
+        voxel_ml
+        * frame_duration_s
+        * sensitivity_cps_per_bq
+        * in_frame_decay(frame_duration_s, half_life_s)
+    )
+    return rng.poisson(np.clip(img, 0, None) * per_bq_ml).astype(np.float64), per_bq_ml
