@@ -340,3 +340,20 @@ def test_tracer_distribution_blood_keys_go_to_body_wide_fraction():
 def test_tracer_uptake_over_one_raises():
     with pytest.raises(HomingError, match="more than"):
         tracer_distribution({"stomach": 0.7}, {"spleen": 0.4}, 10.0, 25.0, 0.5)
+
+
+def test_smooth_warp_has_the_asked_peak_and_stays_invertible():
+    from homing import phantom
+
+    rng = np.random.default_rng(3)
+    field, aff = phantom.smooth_displacement(rng, np.zeros(3), np.array([20.0, 10, 40]), 1.0, 8.0)
+    assert np.linalg.norm(field, axis=0).max() == pytest.approx(1.0)
+    spacing = aff[0, 0]
+    # Jacobian determinant of x -> x + u(x) on the field grid: positive everywhere (no folds).
+    grads = [np.gradient(field[i], spacing) for i in range(3)]
+    jac = np.empty(field.shape[1:] + (3, 3))
+    for i in range(3):
+        for k in range(3):
+            jac[..., i, k] = grads[i][k] + (1.0 if i == k else 0.0)
+    det = np.linalg.det(jac)
+    assert det.min() > 0.5 and det.max() < 1.5

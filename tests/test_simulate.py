@@ -309,6 +309,7 @@ def test_every_metadata_variant_decodes_to_the_truth(quirks_study, quirks_truth,
     )
     same_frame = ct_ds.FrameOfReferenceUID == ds.FrameOfReferenceUID
     assert same_frame == (scan.dicom_frame_of_reference == "shared")
+    check_totals_and_alignment(quirks_study, animal, session, organs, scans, pet, pet_aff)
     assert ct_ds.PatientPosition == scan.dicom_patient_position
     if scan.dicom_patient_position == "FFP":
         iop = [round(float(v)) for v in ct_ds.ImageOrientationPatient]
@@ -349,3 +350,67 @@ def test_ct_geometry_survives_feet_first(quirks_study):
     assert ct[lab_at_ct == 0].mean() < -950
     assert -600 < ct[lab_at_ct == 21].mean() < -250  # lungs (blurred edges pull it up)
     assert ct[lab_at_ct == 2].mean() > 500  # skeleton
+
+
+# --------------------------------------------------------------------------- hard: tumour,
+# separate gantry, low dose
+
+
+@pytest.fixture(scope="module")
+def hard_animal(tmp_path_factory, digimouse_json):
+    out = tmp_path_factory.mktemp("hard") / "hard"
+    simulate.simulate("hard", out, digimouse_json, only_animals={"LX01"})
+    return out
+
+
+def test_hard_design_tumour_and_separate_frames(hard_animal):
+    organs, scans = truth_tables(hard_animal)
+    assert set(scans.session_id) == {"d0", "d2", "d5", "d9"}
+    design = simulate.load_design(simulate.design_path("hard"))
+    a, b, c = design["anatomy"]["tumour"]["radii_mm"]
+    ellipsoid_ml = 4 / 3 * np.pi * a * b * c / 1000
+    tumour = organs[organs.organ == "tumour"]
+    assert len(tumour) == 4
+    # It replaces only skin/soft tissue and air, never an organ; the animal's scale changes it.
+    assert (tumour.volume_ml > 0.6 * ellipsoid_ml).all() and (
+        tumour.volume_ml < 1.4 * ellipsoid_ml
+    ).all()
+    # Cells home to the tumour and divide there: live cells outgrow the label they carry.
+    d9 = tumour.set_index("session_id").loc["d9"]
+    assert d9.live_labelled_cells > d9.label_equivalent_cells > 0
+    assert (scans.dicom_frame_of_reference == "separate").all()
+    for session in ("d0", "d9"):
+        ratios, pet, pet_aff, ds = check_pet_against_truth(
+            hard_animal, "LX01", session, organs, scans
+        )
+        assert ratios  # 0.8 mm voxels and a 1.8 mm PSF leave few deep interiors
+        assert_ratios(ratios)
+        assert np.allclose(np.abs(np.diag(pet_aff)[:3]), 0.8)
+        check_totals_and_alignment(hard_animal, "LX01", session, organs, scans, pet, pet_aff)
+
+
+def check_totals_and_alignment(study, animal, session, organs, scans, pet, pet_aff):
+    """The PET holds the truth's total activity, and its activity centroid, carried through the
+    known PET-from-CT transform, lands on the truth's centroid: the frames are honest."""
+    scan = scans[(scans.animal_id == animal) & (scans.session_id == session)].iloc[0]
+    t = organs[(organs.animal_id == animal) & (organs.session_id == session)]
+    voxel_ml = abs(np.linalg.det(pet_aff[:3, :3])) / 1000
+    counts = t.total_activity_bq_at_scan_start.sum() / scan.pet_bq_per_ml_per_count_at_scan_start
+    counts /= voxel_ml
+    # In the convention the DICOM declares (START, ADMIN or NONE).
+    column = EXPECTED_COLUMN[scan.dicom_decay_correction]
+    total = (t[column] * t.volume_ml).sum()
+    assert pet.sum() * voxel_ml == pytest.approx(total, rel=0.02 + 4 / np.sqrt(counts))
+    lab_img = nib.load(study / "truth" / f"sub-{animal}" / f"ses-{session}" / "labels_ct.nii.gz")
+    labels = np.asarray(lab_img.dataobj)
+    conc = np.zeros(256)
+    conc[t.label.to_numpy()] = t.mean_bq_per_ml_at_scan_start.to_numpy()
+    weights = conc[labels]
+    idx = np.indices(labels.shape).reshape(3, -1)
+    truth_vox = (idx * weights.ravel()).sum(axis=1) / weights.sum()
+    truth_mm = (lab_img.affine @ np.append(truth_vox, 1))[:3]
+    pidx = np.indices(pet.shape).reshape(3, -1)
+    pet_vox = (pidx * pet.ravel()).sum(axis=1) / pet.sum()
+    pet_from_ct = np.array(json.loads(scan.pet_from_ct_mm))
+    pet_mm_in_ct = (np.linalg.inv(pet_from_ct) @ pet_aff @ np.append(pet_vox, 1))[:3]
+    assert np.linalg.norm(pet_mm_in_ct - truth_mm) < 0.3
