@@ -647,40 +647,37 @@ def _session(
     flips = _position_flips(dicom["patient_position"])
     ct_frame = make_uid(study_uid, animal_id, session["id"], "frame")
     pet_frame = ct_frame if shared else make_uid(study_uid, animal_id, session["id"], "pet-frame")
-    common = dict(
-        patient_id=animal_id,
-        patient_name=f"Homing^{animal_id}",
-        patient_weight_kg=weight_g / 1000.0 if dicom["patient_weight"] == "kg" else None,
-        patient_sex=cohort["sex"],
-        study_uid=make_uid(study_uid, animal_id, session["id"]),
-        series_datetime=scan_start,
-        patient_position=dicom["patient_position"],
-    )
+
+    def series(frame_uid: str, kind: str, description: str, number: int) -> SeriesMeta:
+        return SeriesMeta(
+            patient_id=animal_id,
+            patient_name=f"Homing^{animal_id}",
+            patient_weight_kg=weight_g / 1000.0 if dicom["patient_weight"] == "kg" else None,
+            patient_sex=cohort["sex"],
+            study_uid=make_uid(study_uid, animal_id, session["id"]),
+            series_datetime=scan_start,
+            patient_position=dicom["patient_position"],
+            frame_of_reference_uid=frame_uid,
+            series_uid=make_uid(frame_uid, kind, session["id"])
+            if kind == "pet"
+            else make_uid(frame_uid, kind),
+            series_description=description,
+            series_number=number,
+        )
+
     ct_data, ct_aff = phantom.flip_axes(hu, ct_grid.affine, flips)
     write_ct_series(
         tmp / "dicom" / sub / "ct",
         ct_data,
         ct_aff,
-        SeriesMeta(
-            **common,
-            frame_of_reference_uid=ct_frame,
-            series_uid=make_uid(ct_frame, "ct"),
-            series_description=f"microCT {ct_voxel:g} mm",
-            series_number=1,
-        ),
+        series(ct_frame, "ct", f"microCT {ct_voxel:g} mm", 1),
     )
     pet_data, pet_aff = phantom.flip_axes(values, pet_grid.affine, flips)
     write_pet_series(
         tmp / "dicom" / sub / "pet",
         pet_data,
         pet_aff,
-        SeriesMeta(
-            **common,
-            frame_of_reference_uid=pet_frame,
-            series_uid=make_uid(pet_frame, "pet", session["id"]),
-            series_description=f"PET {nuclide.name} static",
-            series_number=2,
-        ),
+        series(pet_frame, "pet", f"PET {nuclide.name} static", 2),
         PetMeta(
             radiopharmaceutical=tracer_name,
             nuclide=nuclide.name,
