@@ -12,6 +12,7 @@ The full run is checked against the demo's truth table. Tolerances (stated in th
 * organ volumes of at least 0.1 mL within ±10 %.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -252,3 +253,31 @@ def test_interrupted_stage_leaves_no_complete_looking_output(full_run, demo_stud
     res = snakemake(work, "--cores", "1", target, configfile=cfg)
     assert res.returncode == 0, res.stderr
     assert (work / target).exists()
+
+
+def test_folder_with_two_pet_series_needs_the_sheet_to_name_one(demo_study, tmp_path):
+    """Two emission series in one folder stop the job with a list; naming one in scans.tsv
+    (emission_series_uid) picks it."""
+    import pydicom
+
+    mixed = tmp_path / "mixed"
+    shutil.copytree(demo_study / "dicom" / "sub-EX01" / "ses-d3" / "pet", mixed / "a")
+    shutil.copytree(demo_study / "dicom" / "sub-EX01" / "ses-d7" / "pet", mixed / "b")
+    uid_d3 = pydicom.dcmread(next((mixed / "a").glob("*.dcm"))).SeriesInstanceUID
+    uid_d7 = pydicom.dcmread(next((mixed / "b").glob("*.dcm"))).SeriesInstanceUID
+    cfg = bad_copy(demo_study, tmp_path, "scans.tsv", 3, "emission_dicom", str(mixed))
+    target = "results/sub-EX01/ses-d3/pet/sub-EX01_ses-d3_pet.json"
+    work = tmp_path / "work"
+    res = snakemake(work, "--cores", "1", target, configfile=cfg)
+    assert res.returncode != 0
+    log = (work / "logs" / "sub-EX01" / "ses-d3" / "ingest_emission.log").read_text()
+    assert "2 emission series found" in log and uid_d3 in log and uid_d7 in log
+    assert not (work / target).exists()
+    scans = pd.read_csv(tmp_path / "scans.tsv", sep="\t", dtype=str, keep_default_na=False)
+    scans["emission_series_uid"] = ""
+    scans.loc[1, "emission_series_uid"] = uid_d3
+    scans.to_csv(tmp_path / "scans.tsv", sep="\t", index=False)
+    res = snakemake(work, "--cores", "1", target, configfile=cfg)
+    assert res.returncode == 0, res.stderr
+    sidecar = json.loads((work / target).read_text())
+    assert sidecar["SeriesInstanceUID"] == uid_d3

@@ -72,11 +72,25 @@ def sheet_overrides(scan: dict, animal: dict) -> dict:
     return out
 
 
+def series_uid(scan: dict, kind: str) -> str | None:
+    """The SeriesInstanceUID the sheet names for ``kind`` ("emission" or "ct"), or None."""
+    value = scan.get(f"{kind}_series_uid")
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return None
+    return str(value)
+
+
 def ingest_series(
-    folder: Path, kind: str, overrides: dict | None, out_nii: Path, out_json: Path
+    folder: Path,
+    kind: str,
+    overrides: dict | None,
+    out_nii: Path,
+    out_json: Path,
+    uid: str | None = None,
 ) -> None:
-    """DICOM folder → NIfTI (float32; Bq/mL or HU) + JSON sidecar."""
-    vol = ingest.ingest(Path(folder), kind, overrides or None)
+    """DICOM folder → NIfTI (float32; Bq/mL or HU) + JSON sidecar. ``uid`` picks the series
+    when the folder holds several."""
+    vol = ingest.ingest(Path(folder), kind, overrides or None, uid)
     for w in vol.sidecar.get("Warnings", []):
         logging.warning(w)
     ingest.write_volume(vol, Path(out_nii), Path(out_json))

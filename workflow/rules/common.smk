@@ -2,7 +2,7 @@
 # the one helper that names every per-scan file.
 from pathlib import Path
 
-from homing.pipeline import sheet_overrides
+from homing.pipeline import series_uid, sheet_overrides
 from homing.study import load_study
 
 STUDY = load_study(config, Path(workflow.basedir) / "workflow" / "schemas")

@@ -15,6 +15,7 @@ rule ingest_emission:
         runtime=10,
     params:
         overrides=lambda w: sheet_overrides(scan_row(w), animal_row(w)),
+        series_uid=lambda w: series_uid(scan_row(w), "emission"),
     script:
         "../scripts/ingest.py"
 
@@ -36,5 +37,6 @@ rule ingest_ct:
         runtime=10,
     params:
         overrides=None,
+        series_uid=lambda w: series_uid(scan_row(w), "ct"),
     script:
         "../scripts/ingest.py"

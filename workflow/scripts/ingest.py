@@ -5,4 +5,11 @@ from homing import pipeline
 sm = snakemake  # noqa: F821
 kind = "emission" if sm.rule == "ingest_emission" else "ct"
 with pipeline.logged(sm.log[0]):
-    pipeline.ingest_series(sm.input.dicom, kind, sm.params.overrides, sm.output.nii, sm.output.json)
+    pipeline.ingest_series(
+        sm.input.dicom,
+        kind,
+        sm.params.overrides,
+        sm.output.nii,
+        sm.output.json,
+        sm.params.series_uid,
+    )
