@@ -1,0 +1,55 @@
+"""Compressed transfer syntaxes that pydicom decodes by itself (RLE Lossless, Deflated
+Explicit VR Little Endian) ingest to exactly the same volume as the uncompressed files."""
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import DeflatedExplicitVRLittleEndian, RLELossless
+
+from homing import HomingError, ingest
+
+from .test_dicomwrite import _pet, _pet_volume, _series
+
+
+def _compressed_copy(src: Path, dst: Path, syntax) -> Path:
+    dst.mkdir()
+    for path in sorted(src.glob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        if syntax == RLELossless:
+            ds.compress(RLELossless)
+        else:
+            ds.file_meta.TransferSyntaxUID = syntax
+        ds.save_as(dst / path.name, enforce_file_format=True)
+    return dst
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, DeflatedExplicitVRLittleEndian])
+def test_compressed_series_ingests_identically(tmp_path, syntax):
+    from homing.dicomwrite import write_pet_series
+
+    plain = tmp_path / "plain"
+    affine = np.diag([0.4, 0.4, 0.4, 1.0])
+    write_pet_series(plain, _pet_volume(), affine, _series(), _pet())
+    packed = _compressed_copy(plain, tmp_path / "packed", syntax)
+    first = pydicom.dcmread(next(packed.glob("*.dcm")))
+    assert first.file_meta.TransferSyntaxUID == syntax
+    a = ingest.ingest(plain, "emission")
+    b = ingest.ingest(packed, "emission")
+    assert np.array_equal(a.data, b.data)
+    assert np.array_equal(a.affine, b.affine)
+    assert a.sidecar["InjectedRadioactivity"] == b.sidecar["InjectedRadioactivity"]
+
+
+def test_truncated_compressed_file_is_named(tmp_path):
+    from homing.dicomwrite import write_pet_series
+
+    plain = tmp_path / "plain"
+    write_pet_series(plain, _pet_volume(), np.diag([0.4, 0.4, 0.4, 1.0]), _series(), _pet())
+    packed = _compressed_copy(plain, tmp_path / "packed", RLELossless)
+    victim = sorted(packed.glob("*.dcm"))[2]
+    victim.write_bytes(victim.read_bytes()[:-200])
+    with pytest.raises(HomingError) as info:
+        ingest.ingest(packed, "emission")
+    assert victim.name in str(info.value)
