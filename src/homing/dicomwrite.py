@@ -196,6 +196,9 @@ class PetMeta:
 
     ``enhanced``: write one Enhanced PET Image Storage object (1.2.840.10008.5.1.4.1.1.130)
     holding all slices as frames instead of one PET Image Storage file per slice.
+
+    ``frame_starts_s`` / ``frame_durations_s``: the time frames of a dynamic series (4D data),
+    in s after ``series_datetime``; required for, and only allowed with, 4D data.
     """
 
     radiopharmaceutical: str  # e.g. "89Zr-oxine labelled CAR-T cells"
@@ -209,6 +212,10 @@ class PetMeta:
     injection_tags: str = "datetime"  # "datetime" | "time_only"
     philips_activity_scale_bq_per_ml: float | None = None  # (7053,1009); required for CNTS
     enhanced: bool = False  # one Enhanced PET multi-frame object instead of one file per slice
+    # Dynamic PET (a 4D volume [i, j, k, t]): start of each time frame in s after the series
+    # start, and each frame's duration in s (default: frame_duration_s for every frame).
+    frame_starts_s: list[float] | None = None
+    frame_durations_s: list[float] | None = None
 
 
 @dataclass
@@ -666,6 +673,8 @@ def _check_pet(pet: PetMeta, meta: SeriesMeta) -> Nuclide:
         raise ValueError(
             f"philips_activity_scale_bq_per_ml is only written for units 'CNTS', not {pet.units!r}"
         )
+    if pet.frame_durations_s is not None and pet.frame_starts_s is None:
+        raise ValueError("frame_durations_s needs frame_starts_s (a dynamic series)")
     if pet.enhanced:
         if pet.injection_tags != "datetime":
             raise ValueError(
@@ -751,6 +760,115 @@ def _add_philips_block(ds: Dataset, pet: PetMeta, meta: SeriesMeta, nuc: Nuclide
     block.add_new(PHILIPS_ACTIVITY_SCALE_ELEMENT, "DS", _ds(pet.philips_activity_scale_bq_per_ml))
 
 
+def _time_frames(pet: PetMeta, nt: int | None) -> tuple[list[float], list[float]] | None:
+    """(starts, durations) in s of a dynamic series with ``nt`` frames; None for static data.
+
+    ``nt`` is None for a 3D volume, which must not come with frame_starts_s.
+    """
+    if nt is None:
+        if pet.frame_starts_s is not None:
+            raise ValueError("frame_starts_s is only for a dynamic (4D [i, j, k, t]) volume")
+        return None
+    if pet.frame_starts_s is None:
+        raise ValueError(f"a 4D volume ({nt} time frames) needs PetMeta.frame_starts_s")
+    starts = [float(v) for v in pet.frame_starts_s]
+    durations = (
+        [float(pet.frame_duration_s)] * nt
+        if pet.frame_durations_s is None
+        else [float(v) for v in pet.frame_durations_s]
+    )
+    if len(starts) != nt or len(durations) != nt:
+        raise ValueError(
+            f"frame_starts_s ({len(starts)}) and frame_durations_s ({len(durations)}) must have "
+            f"one value per time frame ({nt})"
+        )
+    if not all(math.isfinite(v) and v >= 0 for v in starts):
+        raise ValueError(f"frame_starts_s must be finite and >= 0, got {starts}")
+    if not all(math.isfinite(v) and v > 0 for v in durations):
+        raise ValueError(f"frame_durations_s must be positive, got {durations}")
+    if any(b <= a for a, b in zip(starts, starts[1:], strict=False)):
+        raise ValueError(f"frame_starts_s must increase, got {starts}")
+    return starts, durations
+
+
+def _reference_offset_s(duration_s: float, half_life_s: float) -> float:
+    """Frame Reference Time - frame start (PS3.3 C.8.9.4.1.5): when the activity equals its
+    frame average, ln(lambda T / (1 - exp(-lambda T))) / lambda."""
+    x = math.log(2.0) / half_life_s * duration_s
+    if x < 1e-9:
+        return duration_s / 2.0
+    return math.log(x / -math.expm1(-x)) / (math.log(2.0) / half_life_s)
+
+
+def _frame_decay_factor_text(
+    pet: PetMeta, meta: SeriesMeta, nuc: Nuclide, start_s: float
+) -> str | None:
+    """DecayFactor (0054,1321) of a dynamic frame starting ``start_s`` after the series start:
+    the factor that corrected it to the series start (START) or injection (ADMIN)."""
+    if pet.decay_correction == "START":
+        return _ds(1.0 / decay_factor(start_s, nuc.half_life_s))
+    if pet.decay_correction == "ADMIN":
+        elapsed = seconds_between(pet.injection_datetime, meta.series_datetime) + start_s
+        return _ds(1.0 / decay_factor(elapsed, nuc.half_life_s))
+    return None
+
+
+def _pet_slice_dataset(
+    slab: np.ndarray,
+    k: int,
+    shape: tuple[int, int, int],
+    geom: _Geometry,
+    meta: SeriesMeta,
+    pet: PetMeta,
+    nuc: Nuclide,
+    frame: dict,
+) -> Dataset:
+    """One PET Image Storage slice. ``frame``: series_type, reference_ms, duration_ms,
+    decay_text, image_index, and for dynamic series t, n_time, start (a datetime)."""
+    nk = shape[2]
+    ds = _base_dataset(PET_IMAGE_STORAGE, "PT", meta, geom, shape, k)
+    if "t" in frame:
+        uid = make_uid(meta.series_uid, "dynamic", str(frame["t"]), str(k))
+        ds.SOPInstanceUID = uid
+        ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.InstanceNumber = frame["image_index"]
+        ds.AcquisitionDate = _da(frame["start"])
+        ds.AcquisitionTime = _tm(frame["start"])
+        ds.NumberOfTimeSlices = frame["n_time"]
+    corrected = ["DECY", "ATTN", "SCAT"] if pet.decay_correction != "NONE" else ["ATTN", "SCAT"]
+    orientation, gantry = _patient_orientation(meta.patient_position)
+    # PET series
+    ds.Units = pet.units
+    ds.SeriesType = [frame["series_type"], "IMAGE"]
+    ds.CountsSource = "EMISSION"
+    ds.NumberOfSlices = nk
+    ds.CorrectedImage = corrected
+    ds.DecayCorrection = pet.decay_correction
+    ds.ReconstructionMethod = "OSEM3D"
+    ds.AttenuationCorrectionMethod = "CT-based"
+    ds.ScatterCorrectionMethod = "single scatter simulation"
+    # PET isotope, patient orientation
+    ds.RadiopharmaceuticalInformationSequence = Sequence(
+        [_radiopharmaceutical_item(pet, nuc, meta.series_datetime)]
+    )
+    ds.PatientOrientationCodeSequence = Sequence(list(orientation))
+    ds.PatientGantryRelationshipCodeSequence = Sequence(list(gantry))
+    # PET image
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.FrameReferenceTime = _ds(frame["reference_ms"])
+    ds.ActualFrameDuration = int(round(frame["duration_ms"]))
+    ds.ImageIndex = frame["image_index"]
+    if frame["decay_text"] is not None:
+        ds.DecayFactor = frame["decay_text"]
+
+    slope_text, stored = _quantise(slab)
+    ds.RescaleIntercept = _ds(0.0)
+    ds.RescaleSlope = slope_text
+    _add_philips_block(ds, pet, meta, nuc)
+    _set_pixels(ds, stored)
+    return ds
+
+
 def write_pet_series(
     folder: Path,
     bq_per_ml: np.ndarray,
@@ -771,54 +889,68 @@ def write_pet_series(
     With ``pet.enhanced`` the volume is written instead as a single Enhanced PET Image file
     ``IM_0001.dcm``: frame k (InStackPositionNumber k + 1) gets the same slope, integers and
     ImagePositionPatient as single-frame slice k, stored in :func:`enhanced_frame_order`.
+
+    Dynamic PET: a 4D ``bq_per_ml`` [i, j, k, t] with ``pet.frame_starts_s`` (and optionally
+    ``pet.frame_durations_s``) is written as SeriesType DYNAMIC, one file per (t, k) with
+    InstanceNumber = ImageIndex = t * nk + k + 1, NumberOfTimeSlices, AcquisitionDate/Time =
+    frame start, ActualFrameDuration, FrameReferenceTime = frame start + the decay-weighted
+    mid-frame offset of PS3.3 C.8.9.4.1.5 (ms after the series time) and DecayFactor =
+    exp(ln2 * t_frame start / T½) relative to the series start (START) or the injection
+    (ADMIN). Enhanced: one frame per (k, t) with TemporalPositionIndex t + 1, time frames too
+    stored in :func:`enhanced_frame_order`. The values of each frame are as the caller gives
+    them (consistent with ``pet.decay_correction``).
     Returns the written file paths in InstanceNumber order.
     """
-    data = _check_volume("bq_per_ml", bq_per_ml)
+    raw = np.asarray(bq_per_ml)
+    if raw.ndim == 4:
+        nt = raw.shape[3]
+        if nt < 1:
+            raise ValueError(f"bq_per_ml has no time frames: shape {raw.shape}")
+        data = np.stack([_check_volume("bq_per_ml", raw[..., t]) for t in range(nt)], axis=3)
+    else:
+        nt = None
+        data = _check_volume("bq_per_ml", bq_per_ml)
     geom = _geometry(affine_ras)
     _check_series(meta)
     nuc = _check_pet(pet, meta)
+    timing = _time_frames(pet, nt)
     if pet.enhanced:
-        return _write_atomically(folder, [_enhanced_pet_dataset(data, geom, meta, pet, nuc)])
-    nk = data.shape[2]
-
-    corrected = ["DECY", "ATTN", "SCAT"] if pet.decay_correction != "NONE" else ["ATTN", "SCAT"]
-    decay_factor_text = _decay_factor_text(pet, meta, nuc)
-    duration_ms = float(pet.frame_duration_s) * 1000.0
-    orientation, gantry = _patient_orientation(meta.patient_position)
-
-    datasets = []
-    for k in range(nk):
-        ds = _base_dataset(PET_IMAGE_STORAGE, "PT", meta, geom, data.shape, k)
-        # PET series
-        ds.Units = pet.units
-        ds.SeriesType = ["STATIC", "IMAGE"]
-        ds.CountsSource = "EMISSION"
-        ds.NumberOfSlices = nk
-        ds.CorrectedImage = corrected
-        ds.DecayCorrection = pet.decay_correction
-        ds.ReconstructionMethod = "OSEM3D"
-        ds.AttenuationCorrectionMethod = "CT-based"
-        ds.ScatterCorrectionMethod = "single scatter simulation"
-        # PET isotope, patient orientation
-        ds.RadiopharmaceuticalInformationSequence = Sequence(
-            [_radiopharmaceutical_item(pet, nuc, meta.series_datetime)]
+        return _write_atomically(
+            folder, [_enhanced_pet_dataset(data, geom, meta, pet, nuc, timing)]
         )
-        ds.PatientOrientationCodeSequence = Sequence(list(orientation))
-        ds.PatientGantryRelationshipCodeSequence = Sequence(list(gantry))
-        # PET image
-        ds.ImageType = ["ORIGINAL", "PRIMARY"]
-        ds.FrameReferenceTime = _ds(duration_ms / 2.0)
-        ds.ActualFrameDuration = int(round(duration_ms))
-        ds.ImageIndex = k + 1
-        if decay_factor_text is not None:
-            ds.DecayFactor = decay_factor_text
-
-        slope_text, stored = _quantise(data[:, :, k])
-        ds.RescaleIntercept = _ds(0.0)
-        ds.RescaleSlope = slope_text
-        _add_philips_block(ds, pet, meta, nuc)
-        _set_pixels(ds, stored)
-        datasets.append(ds)
+    shape = data.shape[:3]
+    nk = shape[2]
+    datasets = []
+    if timing is None:
+        duration_ms = float(pet.frame_duration_s) * 1000.0
+        frame = {
+            "series_type": "STATIC",
+            "reference_ms": duration_ms / 2.0,
+            "duration_ms": duration_ms,
+            "decay_text": _decay_factor_text(pet, meta, nuc),
+        }
+        for k in range(nk):
+            frame["image_index"] = k + 1
+            datasets.append(
+                _pet_slice_dataset(data[:, :, k], k, shape, geom, meta, pet, nuc, frame)
+            )
+        return _write_atomically(folder, datasets)
+    starts, durations = timing
+    for t, (start, duration) in enumerate(zip(starts, durations, strict=True)):
+        frame = {
+            "series_type": "DYNAMIC",
+            "reference_ms": (start + _reference_offset_s(duration, nuc.half_life_s)) * 1000.0,
+            "duration_ms": duration * 1000.0,
+            "decay_text": _frame_decay_factor_text(pet, meta, nuc, start),
+            "t": t,
+            "n_time": len(starts),
+            "start": meta.series_datetime + timedelta(seconds=start),
+        }
+        for k in range(nk):
+            frame["image_index"] = t * nk + k + 1
+            datasets.append(
+                _pet_slice_dataset(data[:, :, k, t], k, shape, geom, meta, pet, nuc, frame)
+            )
     return _write_atomically(folder, datasets)
 
 
@@ -859,10 +991,17 @@ def _enhanced_isotope_item(pet: PetMeta, nuc: Nuclide, series_dt: datetime) -> D
 
 
 def _enhanced_pet_dataset(
-    data: np.ndarray, geom: _Geometry, meta: SeriesMeta, pet: PetMeta, nuc: Nuclide
+    data: np.ndarray,
+    geom: _Geometry,
+    meta: SeriesMeta,
+    pet: PetMeta,
+    nuc: Nuclide,
+    timing: tuple[list[float], list[float]] | None = None,
 ) -> Dataset:
-    """One Enhanced PET Image (PS3.3 A.56) holding every k-slice as a frame."""
-    ni, nj, nk = data.shape
+    """One Enhanced PET Image (PS3.3 A.56) holding every k-slice (of every time frame, for a
+    dynamic 4D ``data`` with ``timing`` = (starts, durations)) as a frame."""
+    ni, nj, nk = data.shape[:3]
+    nt = 1 if timing is None else data.shape[3]
     when = meta.series_datetime
     di, dj, dk = geom.spacing
     duration_s = float(pet.frame_duration_s)
@@ -883,7 +1022,9 @@ def _enhanced_pet_dataset(
     ds.VolumeBasedCalculationTechnique = "NONE"
     ds.AcquisitionNumber = 1
     ds.AcquisitionDateTime = _dt(when)
-    ds.AcquisitionDuration = duration_s
+    ds.AcquisitionDuration = (
+        duration_s if timing is None else timing[0][-1] + timing[1][-1] - timing[0][0]
+    )
     ds.ContentQualification = "PRODUCT"
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
@@ -893,7 +1034,7 @@ def _enhanced_pet_dataset(
     ds.InstanceNumber = 1
     ds.ContentDate = _da(when)
     ds.ContentTime = _tm(when)
-    ds.NumberOfFrames = nk
+    ds.NumberOfFrames = nk * nt
 
     # Acquisition context (Type 2, empty)
     ds.AcquisitionContextSequence = Sequence()
@@ -902,8 +1043,10 @@ def _enhanced_pet_dataset(
     # BQML from CNTS and START from ADMIN without parsing the functional groups.
     ds.Units = pet.units
     ds.DecayCorrection = pet.decay_correction
-    ds.SeriesType = ["STATIC", "IMAGE"]
+    ds.SeriesType = ["STATIC" if timing is None else "DYNAMIC", "IMAGE"]
     ds.NumberOfSlices = nk
+    if timing is not None:
+        ds.NumberOfTimeSlices = nt
     corrected = ["DECY", "ATTN", "SCAT"] if pet.decay_correction != "NONE" else ["ATTN", "SCAT"]
     ds.CorrectedImage = corrected + (["DCAL"] if calibrated else [])
 
@@ -1024,20 +1167,37 @@ def _enhanced_pet_dataset(
 
     # Per-frame functional groups and pixel data, in enhanced_frame_order
     unit_value, unit_meaning = _PET_UNITS_UCUM[pet.units]
-    frame_start = _dt(when)
-    frame_reference = _dt(when + timedelta(seconds=duration_s / 2.0))
+    if timing is None:
+        time_frames = [(0, _dt(when), _dt(when + timedelta(seconds=duration_s / 2.0)),
+                        duration_s, decay_factor_text)]  # fmt: skip
+    else:
+        time_frames = []
+        for t in enhanced_frame_order(nt):
+            start, length = timing[0][t], timing[1][t]
+            reference = start + _reference_offset_s(length, nuc.half_life_s)
+            time_frames.append(
+                (
+                    t,
+                    _dt(when + timedelta(seconds=start)),
+                    _dt(when + timedelta(seconds=reference)),
+                    length,
+                    _frame_decay_factor_text(pet, meta, nuc, start),
+                )
+            )
     frames, pixels = [], []
-    for k in enhanced_frame_order(nk):
-        slope_text, stored = _quantise(data[:, :, k])
+    for (t, frame_start, frame_reference, frame_s, frame_decay), k in (
+        (tf, k) for tf in time_frames for k in enhanced_frame_order(nk)
+    ):
+        slope_text, stored = _quantise(data[:, :, k] if timing is None else data[:, :, k, t])
         item = Dataset()
         content = Dataset()
         content.StackID = "1"
         content.InStackPositionNumber = k + 1
-        content.TemporalPositionIndex = 1
-        content.DimensionIndexValues = [1, k + 1, 1]
+        content.TemporalPositionIndex = t + 1
+        content.DimensionIndexValues = [1, k + 1, t + 1]
         content.FrameAcquisitionDateTime = frame_start
         content.FrameReferenceDateTime = frame_reference
-        content.FrameAcquisitionDuration = duration_s * 1000.0
+        content.FrameAcquisitionDuration = frame_s * 1000.0
         item.FrameContentSequence = _single(content)
         plane = Dataset()
         plane.ImagePositionPatient = _ipp(geom, k)
@@ -1059,8 +1219,8 @@ def _enhanced_pet_dataset(
         factors = Dataset()
         factors.PrimaryPromptsCountsAccumulated = 0  # simulated: no detector events
         factors.SliceSensitivityFactor = _ds(1.0)
-        if decay_factor_text is not None:
-            factors.DecayFactor = decay_factor_text
+        if frame_decay is not None:
+            factors.DecayFactor = frame_decay
         factors.ScatterFractionFactor = _ds(0.0)
         factors.DeadTimeFactor = _ds(1.0)
         item.PETFrameCorrectionFactorsSequence = _single(factors)

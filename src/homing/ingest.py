@@ -1,5 +1,11 @@
 """DICOM (PET "PT", SPECT "NM", "CT") -> 3D float32 volume, RAS affine and a JSON sidecar.
 
+Single-frame series (one file per slice) and Enhanced multi-frame objects (functional groups,
+e.g. Enhanced PET 1.2.840.10008.5.1.4.1.1.130) are read the same way: each Enhanced frame
+becomes a single-frame-like dataset (:func:`_enhanced_frames`). A dynamic emission series
+(positions repeated over time frames) becomes a 4D volume (x, y, z, t) with per-frame
+FrameTimesStart, FrameDuration and DecayCorrectionFactor in the sidecar.
+
 What comes out:
 
 * ``Volume.data``: float32, shape (ni, nj, nk). Emission images are in Bq/mL, CT in HU.
@@ -18,6 +24,7 @@ study sheet (scans.tsv) can override the dose, injection time, nuclide, tracer a
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -45,6 +52,7 @@ __all__ = [
     "discover_series",
     "emission_sidecar",
     "ingest",
+    "read_series",
     "read_volume",
     "scan_start_datetime",
     "select_series",
@@ -361,7 +369,12 @@ def _load(path: Path) -> pydicom.Dataset:
         ) from exc
 
 
-def _pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
+def _pixels(ds: pydicom.Dataset, path: Path | str, frames: int = 0) -> np.ndarray:
+    """Stored values of a single-frame image (rows, cols), or with ``frames`` > 0 of a
+    multi-frame object (frames, rows, cols). Frames split off an Enhanced object carry theirs."""
+    arr = getattr(ds, "_homing_pixels", None)
+    if arr is not None:
+        return arr
     try:
         arr = ds.pixel_array
     except Exception as exc:  # noqa: BLE001
@@ -369,6 +382,15 @@ def _pixels(ds: pydicom.Dataset, path: Path) -> np.ndarray:
             f"{path}: cannot decode {_tag('PixelData')} ({type(exc).__name__}: {exc}); the file "
             "is truncated or uses a compression pydicom cannot read: export it uncompressed"
         ) from exc
+    if frames:
+        if arr.ndim == 2 and frames == 1:
+            arr = arr[None]
+        if arr.ndim != 3 or arr.shape[0] != frames:
+            raise HomingError(
+                f"{path}: pixel data has shape {arr.shape}, not {frames} greyscale frames "
+                f"({_tag('NumberOfFrames')}); the file is corrupt: export it again"
+            )
+        return arr
     if arr.ndim != 2:
         raise HomingError(
             f"{path}: pixel data has shape {arr.shape}; only single-frame greyscale slices are "
@@ -437,40 +459,381 @@ def _check_spacing(
     )
 
 
-def read_volume(
-    files: list[Path], source: str
-) -> tuple[np.ndarray, np.ndarray, list[pydicom.Dataset]]:
-    """Stack single-frame DICOM slices into (data, affine, datasets sorted by slice).
+# --------------------------------------------------------------------------------------
+# Enhanced multi-frame objects and time frames
+# --------------------------------------------------------------------------------------
 
-    ``data`` is float32 with shape (columns, rows, slices) and holds the rescaled values
-    (stored * RescaleSlope + RescaleIntercept, applied per instance). ``affine`` is the 4x4
-    RAS affine in mm for voxel centres. Slices are sorted by their position along the slice
-    normal (IOP row x column cosines); spacing comes from the positions, never from
-    SliceThickness. Duplicates, gaps, uneven spacing, gantry tilt and mixed geometry are
-    HomingErrors. ``source`` (folder/series) is named in errors about the whole series.
+#: Top-level elements of an Enhanced object not copied into its per-frame datasets.
+_FRAME_SKIP = {
+    tag_for_keyword(kw)
+    for kw in (
+        "PixelData",
+        "NumberOfFrames",
+        "PerFrameFunctionalGroupsSequence",
+        "SharedFunctionalGroupsSequence",
+    )
+}
+#: Real World Value Mapping unit codes (UCUM, CID 84) -> Units (0054,1001) term, for Enhanced
+#: PET objects without a Units element.
+_UCUM_UNITS = {"bq/ml": "BQML", "{counts}": "CNTS", "g/ml{suvbw}": "GML"}
+#: DecayCorrectionDateTime within this many seconds of the scan start / injection: START / ADMIN.
+_DECAY_TIME_TOL_S = 1.0
+
+
+def _group_item(
+    item: pydicom.Dataset, shared: pydicom.Dataset | None, keyword: str
+) -> pydicom.Dataset | None:
+    """The first item of functional group ``keyword``: per-frame if present, else shared."""
+    for source in (item, shared):
+        if source is not None and source.get(keyword):
+            return source.get(keyword)[0]
+    return None
+
+
+def _ds_text(value: float) -> str:
+    return pydicom.valuerep.format_number_as_ds(float(value) + 0.0)
+
+
+def _enhanced_units(ds: pydicom.Dataset, item: pydicom.Dataset, shared) -> str | None:
+    """Units (0054,1001) from the Real World Value Mapping unit code when Units is absent."""
+    mapping = _group_item(item, shared, "RealWorldValueMappingSequence")
+    if mapping is None or not mapping.get("MeasurementUnitsCodeSequence"):
+        return None
+    code = _str_or_none(mapping.MeasurementUnitsCodeSequence[0].get("CodeValue"))
+    return _UCUM_UNITS.get((code or "").lower())
+
+
+def _enhanced_decay_correction(ds: pydicom.Dataset, path: str) -> str | None:
+    """DecayCorrection term implied by DecayCorrected (0018,9758) / DecayCorrectionDateTime
+    (0018,9701); checked against DecayCorrection (0054,1102) when both are present."""
+    flag = _str_or_none(ds.get("DecayCorrected"))
+    explicit = _str_or_none(ds.get("DecayCorrection"))
+    if flag is None:
+        return explicit
+    flag = flag.upper()
+    if explicit is not None:
+        if (flag == "YES") != (explicit.upper() != "NONE"):
+            raise HomingError(
+                f"{path}: {_tag('DecayCorrected')} = {flag} contradicts "
+                f"{_tag('DecayCorrection')} = {explicit}; the header is inconsistent. Set "
+                f"column {_column('decay_correction')} in scans.tsv to what the scanner did"
+            )
+        return explicit
+    if flag == "NO":
+        return "NONE"
+    raw = _str_or_none(ds.get("DecayCorrectionDateTime"))
+    if flag != "YES" or raw is None:
+        return None
+    tz = _tzinfo(ds)
+    when = _parse_dt(raw, path, "DecayCorrectionDateTime", tz)
+    series = _series_datetime(ds)
+    if series is not None and abs(seconds_between(series, when)) <= _DECAY_TIME_TOL_S:
+        return "START"
+    raw_inj = _rp_value(ds, "RadiopharmaceuticalStartDateTime")
+    if raw_inj is not None:
+        inj = _parse_dt(raw_inj, path, "RadiopharmaceuticalStartDateTime", tz)
+        if abs(seconds_between(inj, when)) <= _DECAY_TIME_TOL_S:
+            return "ADMIN"
+    return None
+
+
+def _enhanced_frames(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """One single-frame-like dataset per frame of an Enhanced multi-frame object.
+
+    Each holds the top-level elements plus the frame's functional groups (per-frame, else
+    shared) mapped to their single-frame names: ImagePositionPatient, ImageOrientationPatient,
+    PixelSpacing, RescaleSlope/Intercept, DecayFactor, InStackPositionNumber,
+    TemporalPositionIndex, AcquisitionDateTime (= FrameAcquisitionDateTime), ActualFrameDuration
+    (= FrameAcquisitionDuration) and FrameReferenceTime (FrameReferenceDateTime - series time).
+    Its ``filename`` is "<file> (frame n)", so errors name the file and the frame.
+    """
+    path = _name(ds)
+    per_frame = ds.get(_ENHANCED_FRAME_GROUPS) or []
+    nframes = int(ds.get("NumberOfFrames", 0) or 0)
+    if nframes < 1 or len(per_frame) != nframes:
+        raise HomingError(
+            f"{path}: Enhanced multi-frame DICOM with {len(per_frame)} items in "
+            f"{_tag(_ENHANCED_FRAME_GROUPS)} but {_tag('NumberOfFrames')} = {nframes}; the file "
+            "is incomplete or corrupt and multi-frame data without per-frame groups is not "
+            "supported: export the series again (Enhanced or one file per slice)"
+        )
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    pixels = _pixels(ds, path, nframes)
+    top = [elem for elem in ds if elem.tag not in _FRAME_SKIP]
+    series = _series_datetime(ds)
+    tz = _tzinfo(ds)
+    units = None if "Units" in ds else _enhanced_units(ds, per_frame[0], shared)
+    decay = None if "DecayCorrection" in ds else _enhanced_decay_correction(ds, path)
+    if "DecayCorrection" in ds:
+        _enhanced_decay_correction(ds, path)  # consistency check only
+
+    frames = []
+    for n, item in enumerate(per_frame):
+        fds = pydicom.Dataset()
+        for elem in top:
+            fds.add(copy.copy(elem))
+        fds.filename = f"{path} (frame {n + 1})"
+        fds._homing_pixels = pixels[n]
+        where = fds.filename
+        if units is not None:
+            fds.Units = units
+        if decay is not None:
+            fds.DecayCorrection = decay
+        content = _group_item(item, shared, "FrameContentSequence")
+        if content is None:
+            raise HomingError(
+                f"{where}: missing {_tag('FrameContentSequence')}; the frame cannot be placed in "
+                "the stack or in time. Export the series again"
+            )
+        for kw in ("StackID", "InStackPositionNumber", "TemporalPositionIndex"):
+            if content.get(kw) not in (None, ""):
+                setattr(fds, kw, content.get(kw))
+        acq = _str_or_none(content.get("FrameAcquisitionDateTime"))
+        if acq is not None:
+            fds.AcquisitionDateTime = acq
+        duration = content.get("FrameAcquisitionDuration")
+        if duration not in (None, ""):
+            fds.ActualFrameDuration = int(round(float(duration)))
+        ref = _str_or_none(content.get("FrameReferenceDateTime"))
+        if ref is not None and series is not None:
+            ref_dt = _parse_dt(ref, where, "FrameReferenceDateTime", tz)
+            fds.FrameReferenceTime = _ds_text(seconds_between(series, ref_dt) * 1000.0)
+        for group, keywords in (
+            ("PlanePositionSequence", ("ImagePositionPatient",)),
+            ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
+            ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices")),
+            ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept")),
+            ("PETFrameCorrectionFactorsSequence", ("DecayFactor",)),
+        ):
+            g = _group_item(item, shared, group)
+            for kw in keywords:
+                if g is not None and g.get(kw) not in (None, ""):
+                    setattr(fds, kw, g.get(kw))
+        frames.append(fds)
+    return frames
+
+
+def _load_instances(files: list[Path], source: str) -> list[pydicom.Dataset]:
+    """Datasets of ``files``: single-frame files as they are, Enhanced objects frame by frame."""
+    datasets: list[pydicom.Dataset] = []
+    n_enhanced = 0
+    for f in files:
+        ds = _load(Path(f))
+        if _ENHANCED_FRAME_GROUPS in ds:
+            n_enhanced += 1
+            datasets.extend(_enhanced_frames(ds))
+            continue
+        nframes = int(ds.get("NumberOfFrames", 1) or 1)
+        if nframes > 1:
+            raise HomingError(
+                f"{_name(ds)}: multi-frame DICOM without per-frame functional groups "
+                f"({_tag('NumberOfFrames')} = {nframes}) is not supported yet; export the series "
+                "as one file per slice or as an Enhanced (functional-group) object"
+            )
+        datasets.append(ds)
+    if 0 < n_enhanced < len(files):
+        raise HomingError(
+            f"{source}: the series mixes Enhanced multi-frame and single-frame files; export it "
+            "again in one format, or separate the files"
+        )
+    return datasets
+
+
+def _time_key(ds: pydicom.Dataset) -> tuple:
+    """What tells the time frames of a dynamic series apart, best field first."""
+    tpi = ds.get("TemporalPositionIndex")
+    if tpi not in (None, ""):
+        return ("TemporalPositionIndex", int(tpi))
+    nts = int(ds.get("NumberOfTimeSlices", 0) or 0)
+    nsl = int(ds.get("NumberOfSlices", 0) or 0)
+    idx = ds.get("ImageIndex")
+    if nts > 1 and nsl > 0 and idx not in (None, ""):
+        return ("ImageIndex/NumberOfSlices", (int(idx) - 1) // nsl)
+    return (
+        "FrameReferenceTime/AcquisitionTime",
+        str(ds.get("FrameReferenceTime", "")),
+        str(ds.get("AcquisitionDateTime", "")),
+        str(ds.get("AcquisitionDate", "")),
+        str(ds.get("AcquisitionTime", "")),
+        str(ds.get("ActualFrameDuration", "")),
+    )
+
+
+def _group_order(groups: list[list[pydicom.Dataset]]) -> list[int]:
+    """Time order of frame groups: acquisition start if it differs between frames, else
+    FrameReferenceTime, else the frame key (TemporalPositionIndex / time slice index)."""
+    starts = []
+    for g in groups:
+        acq = _acquisition_datetimes(g)
+        starts.append(min(acq) if len(acq) == len(g) else None)
+    keys = [_time_key(g[0]) for g in groups]
+    if None not in starts and len(set(starts)) == len(starts):
+        return sorted(range(len(groups)), key=lambda i: (starts[i], keys[i]))
+    frts = [g[0].get("FrameReferenceTime") for g in groups]
+    if None not in frts and "" not in frts and len({float(v) for v in frts}) == len(frts):
+        return sorted(range(len(groups)), key=lambda i: float(frts[i]))
+    return sorted(range(len(groups)), key=lambda i: keys[i])
+
+
+def _time_groups(datasets: list[pydicom.Dataset], source: str) -> list[list[pydicom.Dataset]]:
+    """Split a series into time frames (a list with one group for a static series).
+
+    A series is dynamic only if its slice positions repeat and grouping by :func:`_time_key`
+    gives frames that each hold every position exactly once; otherwise it stays one group
+    (and a repeated position is reported as a duplicate slice when the volume is stacked).
+    """
+
+    def positions(group):
+        out = []
+        for ds in group:
+            value = ds.get("ImagePositionPatient")
+            try:
+                out.append(tuple(round(float(v), 3) for v in value))
+            except (TypeError, ValueError):
+                return None
+        return out
+
+    pos = positions(datasets)
+    if pos is None or len(set(pos)) == len(pos):
+        return [datasets]
+    groups: dict[tuple, list[pydicom.Dataset]] = {}
+    for ds in datasets:
+        groups.setdefault(_time_key(ds), []).append(ds)
+    if len(groups) < 2:
+        return [datasets]
+    values = list(groups.values())
+    all_positions = set(pos)
+    explicit = next(iter(groups))[0] != "FrameReferenceTime/AcquisitionTime"
+    for key, g in groups.items():
+        p = positions(g)
+        if len(set(p)) == len(p) and set(p) == all_positions:
+            continue
+        if not explicit:
+            return [datasets]
+        missing = sorted(all_positions - set(p))
+        what = (
+            f"lacks slice position(s) {', '.join(str(list(m)) for m in missing[:5])} "
+            f"({_tag('ImagePositionPatient')}) that other frames have"
+            if missing
+            else "holds a slice position twice"
+        )
+        raise HomingError(
+            f"{source}: time frame {key[0]} {key[1]} ({_name(g[0])} and {len(g) - 1} more) "
+            f"{what}; a slice file or frame is missing or duplicated: copy the complete series"
+        )
+    return [values[i] for i in _group_order(values)]
+
+
+def _check_in_stack(datasets: list[pydicom.Dataset], source: str, ordered: bool) -> None:
+    """InStackPositionNumber (0020,9057) of one time frame: unique and without gaps; with
+    ``ordered`` (``datasets`` sorted by position) also running along the slice positions."""
+    raw = [ds.get("InStackPositionNumber") for ds in datasets]
+    if any(v in (None, "") for v in raw):
+        return
+    numbers = [int(v) for v in raw]
+    seen: dict[int, pydicom.Dataset] = {}
+    for ds, number in zip(datasets, numbers, strict=True):
+        if number in seen:
+            raise HomingError(
+                f"{source}: {_tag('InStackPositionNumber')} {number} occurs twice ("
+                f"{_name(seen[number])} and {_name(ds)}); the Enhanced object holds a duplicate "
+                "frame: export the series again"
+            )
+        seen[number] = ds
+    present = sorted(numbers)
+    missing = sorted(set(range(1, present[-1] + 1)) - set(present))
+    if missing:
+        shown = ", ".join(str(m) for m in missing[:10])
+        near = []
+        for m in missing[:3]:
+            below = [n for n in present if n < m]
+            above = [n for n in present if n > m]
+            if below and above:
+                near.append(f"{_name(seen[below[-1]])} and {_name(seen[above[0]])}")
+        where = f" (gap between {'; '.join(near)})" if near else ""
+        raise HomingError(
+            f"{source}: frame(s) with {_tag('InStackPositionNumber')} {shown} missing from "
+            f"1..{present[-1]}{where}; the Enhanced object is incomplete: export the complete "
+            "series again"
+        )
+    steps = np.diff(numbers)
+    if ordered and steps.size and not (np.all(steps > 0) or np.all(steps < 0)):
+        raise HomingError(
+            f"{source}: {_tag('InStackPositionNumber')} does not follow the slice positions "
+            f"({_tag('ImagePositionPatient')}); the Enhanced header is inconsistent: export it "
+            "again"
+        )
+
+
+def read_series(
+    files: list[Path], source: str
+) -> tuple[np.ndarray, np.ndarray, list[list[pydicom.Dataset]]]:
+    """Read a static or dynamic series: (data, affine, datasets per time frame).
+
+    Single-frame files and Enhanced multi-frame objects (frames ordered by position and
+    InStackPositionNumber, in time by TemporalPositionIndex / start time) are both read. A
+    static series gives 3D ``data`` and one group; a dynamic one gives 4D data (x, y, z, t),
+    frames in time order, one group of slice-sorted datasets per frame. Every time frame must
+    have the same geometry. See :func:`read_volume` for the geometry rules.
     """
     if not files:
         raise HomingError(f"{source}: no files to read")
-    datasets = [_load(Path(f)) for f in files]
-    first = datasets[0]
-    nframes = int(first.get("NumberOfFrames", 1) or 1)
-    if _ENHANCED_FRAME_GROUPS in first or nframes > 1:
-        enhanced = (
-            " (Enhanced, per-frame functional groups)" if _ENHANCED_FRAME_GROUPS in first else ""
-        )
-        raise HomingError(
-            f"{_name(first)}: multi-frame DICOM{enhanced} with {_tag('NumberOfFrames')} = "
-            f"{nframes} is not supported yet; export the series as one file per slice "
-            "(classic PET/NM/CT Image Storage)"
-        )
+    datasets = _load_instances([Path(f) for f in files], source)
+    groups = _time_groups(datasets, source)
+    volumes, out_groups, affine = [], [], None
+    for t, group in enumerate(groups):
+        _check_in_stack(group, source, ordered=False)
+        data, aff, ordered = _stack(group, source)
+        _check_in_stack(ordered, source, ordered=True)
+        if affine is not None and (
+            data.shape != volumes[0].shape or not np.allclose(aff, affine, atol=GEOMETRY_ATOL)
+        ):
+            raise HomingError(
+                f"{source}: time frame {t + 1} ({_name(ordered[0])}) has a different grid "
+                f"({data.shape}) from frame 1 ({volumes[0].shape}, {_name(out_groups[0][0])}); "
+                "every frame of a dynamic series must share one geometry"
+            )
+        affine = aff if affine is None else affine
+        volumes.append(data)
+        out_groups.append(ordered)
+    data = volumes[0] if len(volumes) == 1 else np.stack(volumes, axis=3)
+    return data, affine, out_groups
 
+
+def read_volume(
+    files: list[Path], source: str
+) -> tuple[np.ndarray, np.ndarray, list[pydicom.Dataset]]:
+    """Stack DICOM slices (single-frame files or Enhanced frames) into (data, affine, datasets
+    sorted by slice).
+
+    ``data`` is float32 with shape (columns, rows, slices) and holds the rescaled values
+    (stored * RescaleSlope + RescaleIntercept, applied per instance or frame). ``affine`` is
+    the 4x4 RAS affine in mm for voxel centres. Slices are sorted by their position along the
+    slice normal (IOP row x column cosines); spacing comes from the positions, never from
+    SliceThickness. Duplicates, gaps, uneven spacing, gantry tilt and mixed geometry are
+    HomingErrors. ``source`` (folder/series) is named in errors about the whole series. A
+    dynamic series is an error here: use :func:`read_series`.
+    """
+    data, affine, groups = read_series(files, source)
+    if len(groups) > 1:
+        raise HomingError(
+            f"{source}: dynamic series with {len(groups)} time frames; read_volume returns one "
+            "3D volume: use read_series or ingest (4D)"
+        )
+    return data, affine, groups[0]
+
+
+def _stack(
+    datasets: list[pydicom.Dataset], source: str
+) -> tuple[np.ndarray, np.ndarray, list[pydicom.Dataset]]:
+    """One 3D volume from the slices of one time frame (see :func:`read_volume`)."""
+    first = datasets[0]
     iop = _floats(first, "ImageOrientationPatient", 6, _name(first))
     spacing = _floats(first, "PixelSpacing", 2, _name(first))
     rows, cols = _int(first, "Rows"), _int(first, "Columns")
     for ds in datasets[1:]:
         p = _name(ds)
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise HomingError(f"{p}: multi-frame file inside a single-frame series; not supported")
         if (_int(ds, "Rows"), _int(ds, "Columns")) != (rows, cols):
             raise HomingError(
                 f"{p}: {_tag('Rows')}/{_tag('Columns')} = {ds.Rows}x{ds.Columns} but "
@@ -513,8 +876,11 @@ def read_volume(
         if dup.size:
             a, b = datasets[dup[0]], datasets[dup[0] + 1]
             what = (
-                "a dynamic (multi-frame-in-time) series, which is not supported yet: export "
-                "one frame, or a static reconstruction"
+                "a dynamic (multi-frame-in-time) series whose time frames cannot be told apart "
+                f"consistently ({_tag('TemporalPositionIndex')}, {_tag('ImageIndex')} with "
+                f"{_tag('NumberOfTimeSlices')}, {_tag('FrameReferenceTime')} or "
+                f"{_tag('AcquisitionTime')} must split it into frames that each hold every "
+                "slice once): export the complete dynamic series, or one static frame"
                 if _dynamic_hint(a, b)
                 else "remove the duplicate file"
             )
@@ -1331,11 +1697,110 @@ def ct_sidecar(datasets: list[pydicom.Dataset], source: str) -> dict:
 
 @dataclass
 class Volume:
-    """A 3D image: float32 data (Bq/mL or HU), 4x4 RAS affine (mm, voxel centres), sidecar."""
+    """An image: float32 data (Bq/mL or HU), 4x4 RAS affine (mm, voxel centres), sidecar.
+
+    ``data`` is 3D (x, y, z) for a static series and 4D (x, y, z, t) for a dynamic one.
+    """
 
     data: np.ndarray
     affine: np.ndarray
     sidecar: dict = field(default_factory=dict)
+
+
+def _frame_duration_s(ds: pydicom.Dataset) -> float | None:
+    raw = ds.get("ActualFrameDuration")
+    return float(raw) / 1000.0 if raw not in (None, "") else None
+
+
+def _reference_offset_s(duration_s: float, half_life_s: float) -> float:
+    """Frame Reference Time - frame start (PS3.3 C.8.9.4.1.5): the time in the frame at which
+    the activity equals its frame average, ln(lambda T / (1 - exp(-lambda T))) / lambda."""
+    lam = math.log(2.0) / half_life_s
+    x = lam * duration_s
+    if x < 1e-9:
+        return duration_s / 2.0
+    return math.log(x / -math.expm1(-x)) / lam
+
+
+def _dynamic_timing(groups: list[list[pydicom.Dataset]], sidecar: dict, source: str) -> dict:
+    """FrameTimesStart / FrameDuration (s, relative to TimeZero) and DecayCorrectionFactor of
+    each time frame.
+
+    A frame starts at its (Frame)AcquisitionDateTime / AcquisitionDate+Time when these differ
+    between frames; otherwise at the Series Reference Time (SeriesDate/SeriesTime) +
+    FrameReferenceTime - the decay-weighted reference offset of PS3.3 C.8.9.4.1.5. Its duration
+    is ActualFrameDuration (Enhanced: FrameAcquisitionDuration). DecayCorrectionFactor is the
+    frame's DecayFactor (0054,1321) (null when any frame lacks it).
+    """
+    scan_start = datetime.fromisoformat(sidecar["ScanStartDateTime"])
+    half_life = float(sidecar["HalfLife_s"])
+    warn: list[str] = []
+    durations = []
+    for g in groups:
+        values = {_frame_duration_s(ds) for ds in g}
+        if None in values:
+            raise HomingError(
+                f"{_name(g[0])}: missing {_tag('ActualFrameDuration')} (Enhanced: "
+                "FrameAcquisitionDuration (0018,9220)) in a dynamic series; frame durations "
+                "are needed for kinetics: export the series with its frame timing"
+            )
+        if len(values) > 1:
+            raise HomingError(
+                f"{_name(g[0])}: slices of one time frame have different "
+                f"{_tag('ActualFrameDuration')} ({sorted(values)} s); the frames are mixed up: "
+                "export the series again"
+            )
+        durations.append(values.pop())
+    acq = [_acquisition_datetimes(g) for g in groups]
+    acq_starts = [min(a) if len(a) == len(g) else None for a, g in zip(acq, groups, strict=True)]
+    if None not in acq_starts and len(set(acq_starts)) == len(acq_starts):
+        starts = [seconds_between(scan_start, a) for a in acq_starts]
+        start_source = "AcquisitionDateTime"
+    else:
+        starts = []
+        for g, dur in zip(groups, durations, strict=True):
+            first = g[0]
+            frt = first.get("FrameReferenceTime")
+            series = _series_datetime(first)
+            if frt in (None, "") or series is None:
+                raise HomingError(
+                    f"{_name(first)}: the start of this time frame is unknown: "
+                    f"{_tag('AcquisitionTime')} does not differ between frames and "
+                    f"{_tag('FrameReferenceTime')} or SeriesDate/SeriesTime is missing. Export "
+                    "the dynamic series with its frame timing"
+                )
+            ref = seconds_between(scan_start, series) + float(frt) / 1000.0
+            starts.append(ref - _reference_offset_s(dur, half_life))
+        start_source = "SeriesDate+SeriesTime+FrameReferenceTime"
+    for t in range(1, len(starts)):
+        if starts[t] < starts[t - 1] + durations[t - 1] - 1.0:
+            warn.append(
+                f"time frame {t + 1} starts at {starts[t]:.1f} s, before frame {t} ends "
+                f"({starts[t - 1] + durations[t - 1]:.1f} s); frames overlap"
+            )
+    factors = []
+    for g in groups:
+        values = {ds.get("DecayFactor") for ds in g}
+        if any(v in (None, "") for v in values):
+            factors = None
+            break
+        floats = sorted({float(v) for v in values})
+        if floats[-1] - floats[0] > 1e-6 * floats[-1]:
+            warn.append(
+                f"{_name(g[0])}: {_tag('DecayFactor')} differs between the slices of one frame "
+                f"({floats[0]:g}..{floats[-1]:g}); the first slice's value is reported"
+            )
+        factors.append(float(g[0].get("DecayFactor")))
+    if factors is None:
+        warn.append(f"{_tag('DecayFactor')} missing; DecayCorrectionFactor unknown")
+    return {
+        "FrameTimesStart": starts,
+        "FrameDuration": durations,
+        "FrameTimesStartSource": start_source,
+        "DecayCorrectionFactor": factors,
+        "NumberOfTimeFrames": len(groups),
+        "Warnings": warn,
+    }
 
 
 def ingest(
@@ -1347,28 +1812,44 @@ def ingest(
     """Read the ``kind`` ("emission" or "ct") series in ``folder`` into a Volume.
 
     Emission data come out in Bq/mL (as decay-corrected by the scanner; see the sidecar),
-    CT in HU. ``overrides`` are study-sheet values (see :func:`emission_sidecar`).
+    CT in HU. ``overrides`` are study-sheet values (see :func:`emission_sidecar`). Single-frame
+    and Enhanced multi-frame series are read; a dynamic emission series gives a 4D volume
+    (x, y, z, t) whose sidecar has per-frame FrameTimesStart, FrameDuration and
+    DecayCorrectionFactor.
     """
     folder = Path(folder)
     chosen = select_series(discover_series(folder), kind, folder, series_uid)
     source = f"{folder} (series {chosen.series_uid})"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data, affine, datasets = read_volume(chosen.files, source)
+        data, affine, groups = read_series(chosen.files, source)
     geometry_warnings = [str(w.message) for w in caught]
     for message in geometry_warnings:
         warnings.warn(message, stacklevel=2)
+    datasets = [ds for g in groups for ds in g]
     if kind == "emission":
         sidecar = emission_sidecar(datasets, overrides, source)
-        factors = unit_factors(datasets, sidecar, source)
-        if not np.all(factors == 1.0):
-            data = (data.astype(np.float64) * factors[None, None, :]).astype(np.float32)
+        data = data.astype(np.float32, copy=False)
+        for t, group in enumerate(groups):
+            factors = unit_factors(group, sidecar, source)
+            if not np.all(factors == 1.0):
+                view = data if len(groups) == 1 else data[..., t]
+                view[...] = (view.astype(np.float64) * factors[None, None, :]).astype(np.float32)
+        if len(groups) > 1:
+            timing = _dynamic_timing(groups, sidecar, source)
+            sidecar["Warnings"] = sidecar["Warnings"] + timing.pop("Warnings")
+            sidecar.update(timing)
     else:
+        if len(groups) > 1:
+            raise HomingError(
+                f"{source}: CT series with {len(groups)} time frames; a dynamic CT is not "
+                "supported. Export one static CT"
+            )
         sidecar = ct_sidecar(datasets, source)
     sidecar["Warnings"] = geometry_warnings + sidecar["Warnings"]
     sidecar["VoxelSize_mm"] = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
     sidecar["ImageShape"] = [int(v) for v in data.shape]
-    sidecar["NumberOfFiles"] = len(datasets)
+    sidecar["NumberOfFiles"] = len(chosen.files)
     return Volume(data=data, affine=affine, sidecar=sidecar)
 
 
@@ -1382,8 +1863,8 @@ def write_volume(volume: Volume, nifti_path: Path, json_path: Path) -> None:
 
     nifti_path, json_path = Path(nifti_path), Path(json_path)
     data = np.asarray(volume.data, dtype=np.float32)
-    if data.ndim != 3:
-        raise HomingError(f"{nifti_path}: expected a 3D volume, got shape {data.shape}")
+    if data.ndim not in (3, 4):
+        raise HomingError(f"{nifti_path}: expected a 3D or 4D volume, got shape {data.shape}")
     affine = np.asarray(volume.affine, dtype=float)
     text = json.dumps(volume.sidecar, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
@@ -1391,7 +1872,7 @@ def write_volume(volume: Volume, nifti_path: Path, json_path: Path) -> None:
     img.header.set_data_dtype(np.float32)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    img.header.set_xyzt_units(xyz="mm")
+    img.header.set_xyzt_units(xyz="mm", t="sec" if data.ndim == 4 else None)
 
     tag = uuid.uuid4().hex[:8]
     tmp_nii = nifti_path.with_name(f".tmp-{tag}-{nifti_path.name}")
