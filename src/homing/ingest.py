@@ -128,6 +128,8 @@ class SeriesInfo:
     n_files: int
     files: list[Path]
     frame_of_reference_uid: str | None
+    # The files as parsed while discovering, so reading the series does not parse them twice.
+    datasets: list[pydicom.Dataset] | None = field(default=None, repr=False, compare=False)
 
 
 def _has_dicm_prefix(path: Path) -> bool:
@@ -226,7 +228,7 @@ def discover_series(folder: Path) -> list[SeriesInfo]:
         modality = str(ds.Modality)
         g = groups.get(uid)
         if g is None:
-            groups[uid] = {"ds": ds, "files": [path], "modality": modality}
+            groups[uid] = {"ds": ds, "files": [path], "datasets": [ds], "modality": modality}
             continue
         if g["modality"] != modality:
             raise HomingError(
@@ -235,6 +237,7 @@ def discover_series(folder: Path) -> list[SeriesInfo]:
                 "separate the series into their own folders"
             )
         g["files"].append(path)
+        g["datasets"].append(ds)
     out = []
     for uid, g in groups.items():
         ds = g["ds"]
@@ -252,6 +255,7 @@ def discover_series(folder: Path) -> list[SeriesInfo]:
                 n_files=len(g["files"]),
                 files=g["files"],
                 frame_of_reference_uid=_str_or_none(ds.get("FrameOfReferenceUID")),
+                datasets=g["datasets"],
             )
         )
     out.sort(key=lambda s: (s.series_datetime or "", s.series_uid))
@@ -614,12 +618,15 @@ def _enhanced_frames(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
     return frames
 
 
-def _load_instances(files: list[Path], source: str) -> list[pydicom.Dataset]:
-    """Datasets of ``files``: single-frame files as they are, Enhanced objects frame by frame."""
+def _load_instances(
+    files: list[Path], source: str, parsed: list[pydicom.Dataset] | None = None
+) -> list[pydicom.Dataset]:
+    """Datasets of ``files`` (or the already ``parsed`` ones): single-frame files as they are,
+    Enhanced objects frame by frame."""
     datasets: list[pydicom.Dataset] = []
     n_enhanced = 0
-    for f in files:
-        ds = _load(Path(f))
+    for i, f in enumerate(files):
+        ds = parsed[i] if parsed is not None else _load(Path(f))
         if _ENHANCED_FRAME_GROUPS in ds:
             n_enhanced += 1
             datasets.extend(_enhanced_frames(ds))
@@ -767,7 +774,7 @@ def _check_in_stack(datasets: list[pydicom.Dataset], source: str, ordered: bool)
 
 
 def read_series(
-    files: list[Path], source: str
+    files: list[Path], source: str, parsed: list[pydicom.Dataset] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[list[pydicom.Dataset]]]:
     """Read a static or dynamic series: (data, affine, datasets per time frame).
 
@@ -779,7 +786,7 @@ def read_series(
     """
     if not files:
         raise HomingError(f"{source}: no files to read")
-    datasets = _load_instances([Path(f) for f in files], source)
+    datasets = _load_instances([Path(f) for f in files], source, parsed)
     groups = _time_groups(datasets, source)
     volumes, out_groups, affine = [], [], None
     for t, group in enumerate(groups):
@@ -1822,7 +1829,7 @@ def ingest(
     source = f"{folder} (series {chosen.series_uid})"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data, affine, groups = read_series(chosen.files, source)
+        data, affine, groups = read_series(chosen.files, source, chosen.datasets)
     geometry_warnings = [str(w.message) for w in caught]
     for message in geometry_warnings:
         warnings.warn(message, stacklevel=2)
@@ -1853,8 +1860,21 @@ def ingest(
     return Volume(data=data, affine=affine, sidecar=sidecar)
 
 
+def _whole_int16(data: np.ndarray) -> bool:
+    info = np.iinfo(np.int16)
+    return bool(
+        data.size
+        and data.min() >= info.min
+        and data.max() <= info.max
+        and np.array_equal(data, np.rint(data))
+    )
+
+
 def write_volume(volume: Volume, nifti_path: Path, json_path: Path) -> None:
-    """Write the NIfTI (float32, qform = sform = affine, code 1) and the JSON sidecar.
+    """Write the NIfTI (qform = sform = affine, code 1) and the JSON sidecar.
+
+    Emission images are float32. A CT whose HU are all whole numbers within int16 (the usual
+    case: integer pixels, slope 1) is stored as int16: lossless, half the bytes to compress.
 
     Both go to temporary files in the target folders first and are then renamed with
     os.replace (JSON first, NIfTI last), so a half-written output never looks complete.
@@ -1868,8 +1888,11 @@ def write_volume(volume: Volume, nifti_path: Path, json_path: Path) -> None:
     affine = np.asarray(volume.affine, dtype=float)
     text = json.dumps(volume.sidecar, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
+    store = np.float32
+    if volume.sidecar.get("Modality") == "CT" and _whole_int16(data):
+        data, store = data.astype(np.int16), np.int16
     img = nib.Nifti1Image(data, affine)
-    img.header.set_data_dtype(np.float32)
+    img.header.set_data_dtype(store)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units(xyz="mm", t="sec" if data.ndim == 4 else None)
