@@ -25,3 +25,13 @@ def demo_study(tmp_path_factory, digimouse_json) -> Path:
     simulate.simulate("demo", out, digimouse_json)
     simulate.write_config(out, digimouse_json)
     return out
+
+
+@pytest.fixture(scope="session")
+def quirks_study(tmp_path_factory, digimouse_json) -> Path:
+    """The simulator's `quirks` design (every scanner metadata variant), once per session."""
+    from homing import simulate
+
+    out = tmp_path_factory.mktemp("quirks") / "quirks"
+    simulate.simulate("quirks", out, digimouse_json)
+    return out

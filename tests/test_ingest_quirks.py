@@ -12,34 +12,19 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from homing import ingest, simulate
+from homing import ingest
 from homing.atlas import ORGAN_BY_NAME
 from homing.quantify import to_injection_factor
 
+from .test_simulate import QUIRKS_SESSIONS, truth_tables
+
 
 @pytest.fixture(scope="module")
-def quirks(tmp_path_factory, digimouse_json):
-    out = tmp_path_factory.mktemp("quirks-ingest") / "quirks"
-    simulate.simulate("quirks", out, digimouse_json)
-    kw = dict(sep="\t", dtype={"animal_id": str, "session_id": str})
-    return (
-        out,
-        pd.read_csv(out / "truth" / "organs.tsv", **kw),
-        pd.read_csv(out / "truth" / "scans.tsv", **kw),
-    )
+def quirks(quirks_study):
+    return quirks_study, *truth_tables(quirks_study)
 
 
-@pytest.mark.parametrize(
-    "animal,session",
-    [
-        ("QX01", "d0"),
-        ("QX01", "d2"),
-        ("QX01", "d5"),
-        ("QR01", "d1"),
-        ("QR01", "d3"),
-        ("QR01", "d6"),
-    ],
-)
+@pytest.mark.parametrize("animal,session", QUIRKS_SESSIONS)
 def test_homing_ingest_recovers_the_truth_for_every_variant(quirks, animal, session):
     study, organs, scans = quirks
     scan = scans[(scans.animal_id == animal) & (scans.session_id == session)].iloc[0]

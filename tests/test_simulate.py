@@ -258,13 +258,6 @@ def test_committed_example_sheets_are_the_demo_sheets(demo_study):
 
 
 @pytest.fixture(scope="module")
-def quirks_study(tmp_path_factory, digimouse_json):
-    out = tmp_path_factory.mktemp("quirks") / "quirks"
-    simulate.simulate("quirks", out, digimouse_json)
-    return out
-
-
-@pytest.fixture(scope="module")
 def quirks_truth(quirks_study):
     return truth_tables(quirks_study)
 
