@@ -1,5 +1,5 @@
-"""Command line: ``homing simulate DESIGN OUTDIR``, ``homing demo-study OUTDIR`` and
-``homing build-atlas OUTDIR``."""
+"""Command line: ``homing simulate DESIGN OUTDIR``, ``homing demo-study OUTDIR``,
+``homing build-atlas OUTDIR`` and ``homing roi-threshold IMAGE ... --out MASK``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from homing import HomingError, atlas, simulate
+from homing import HomingError, atlas, roi, simulate
 
 #: The pinned public source of the atlas (also the default in config/config.yaml; a test
 #: keeps the two equal).
@@ -62,6 +62,44 @@ def main(argv: list[str] | None = None) -> int:
     p_atlas = sub.add_parser("build-atlas", help="build the atlas template and labels")
     p_atlas.add_argument("outdir", type=Path)
     p_atlas.add_argument("--atlas", default=None, help="local copy of digimouse.json")
+    p_roi = sub.add_parser(
+        "roi-threshold",
+        help="make an ROI mask by thresholding an image within a sphere (isocontour)",
+        description=(
+            "Threshold IMAGE within a sphere and keep the connected region holding the "
+            "sphere's maximum: voxels >= F x (maximum in the sphere), the '40 percent of "
+            "max' convention for F = 0.4, or >= V in the image's units (e.g. Bq/mL). IMAGE "
+            "should be in the scan's CT space, e.g. the PET the workflow resampled onto the "
+            "CT, results/sub-A/ses-S/pet/sub-A_ses-S_space-ct_pet.nii.gz: the mask is then "
+            "on the CT grid and can go straight into the scans sheet, column roi_masks "
+            "(e.g. tumour=MASK.nii.gz). Writes MASK.nii.gz (uint8, IMAGE's grid) and MASK.json "
+            "(method, image, centre, radius, threshold, voxels, volume_ml)."
+        ),
+    )
+    p_roi.add_argument(
+        "image", type=Path, metavar="IMAGE", help="3D NIfTI, ideally in CT space (see above)"
+    )
+    p_roi.add_argument(
+        "--centre-mm",
+        nargs=3,
+        type=float,
+        required=True,
+        metavar=("X", "Y", "Z"),
+        help="sphere centre in world mm (RAS, as a NIfTI viewer shows IMAGE's coordinates)",
+    )
+    p_roi.add_argument(
+        "--radius-mm", type=float, required=True, metavar="R", help="sphere radius (mm)"
+    )
+    how = p_roi.add_mutually_exclusive_group(required=True)
+    how.add_argument(
+        "--fraction", type=float, metavar="F", help="fraction of the sphere's maximum, (0, 1]"
+    )
+    how.add_argument(
+        "--min-value", type=float, metavar="V", help="absolute threshold in IMAGE's units"
+    )
+    p_roi.add_argument(
+        "--out", type=Path, required=True, metavar="MASK", help="mask to write (.nii.gz)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command in ("simulate", "demo-study"):
@@ -71,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             src = _atlas_source(args.atlas, args.outdir / ".cache")
             atlas.build_atlas(src, args.outdir)
             print(f"atlas written to {args.outdir}")
+        elif args.command == "roi-threshold":
+            meta = roi.write_threshold_roi(
+                args.image, args.out, args.centre_mm, args.radius_mm, args.fraction, args.min_value
+            )
+            print(
+                f"{args.out}: {meta['voxels']} voxels, {meta['volume_ml']:.4g} mL "
+                f"(threshold {meta['threshold']:.4g}; sidecar {roi.sidecar_path(args.out)})"
+            )
     except HomingError as exc:
         print(f"homing: error: {exc}", file=sys.stderr)
         return 2
