@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -119,6 +120,20 @@ def _affine(datasets) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
 
 
+def _fail_fourth_save(monkeypatch) -> None:
+    """Make the fourth file written from now on fail with "disk full"."""
+    calls = {"n": 0}
+    original = pydicom.Dataset.save_as
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError("disk full")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom.Dataset, "save_as", flaky)
+
+
 @pytest.mark.parametrize("name", sorted(AFFINES))
 def test_pet_roundtrip_values_and_geometry(tmp_path, name):
     affine = AFFINES[name]
@@ -180,6 +195,77 @@ def test_ct_clips_to_int16_range(tmp_path):
     back, _ = _volume(_read(write_ct_series(tmp_path / "ct", hu, np.eye(4), _series())))
     assert back[0, 0, 0] == -32768 - 1024
     assert back[1, 1, 1] == 32767 - 1024
+
+
+def test_ct_files_depend_on_values_not_dtype(tmp_path):
+    """int16 HU (as the simulator's CTs are), other dtypes and memory layouts, and floats that
+    round to the same integers all give the same bytes; int16 HU read back exactly."""
+    rng = np.random.default_rng(3)
+    hu = rng.integers(-1024, 3000, size=SHAPE).astype(np.int16)
+    hu[0, 0, 0], hu[1, 0, 0] = -32768, 32767  # the top one is clipped (stored 32767 + 1024)
+    aff, meta = _rotated_affine(), _series(series="ct")
+    files = write_ct_series(tmp_path / "i16", hu, aff, meta)
+    datasets = _read(files)
+    back, _ = _volume(datasets)
+    expected = np.minimum(hu.astype(float), 32767 - 1024)
+    np.testing.assert_array_equal(back, expected)
+    np.testing.assert_allclose(_affine(datasets), aff, atol=1e-9)
+    reference = [f.read_bytes() for f in files]
+    variants = {
+        "f64": hu.astype(np.float64),
+        "f32_offset": hu.astype(np.float32) + np.float32(0.375),
+        "f64_offset": hu - 0.45,
+        "i32": hu.astype(np.int32),
+        "fortran": np.asfortranarray(hu),
+        "view": np.zeros((SHAPE[0], SHAPE[1], 2 * SHAPE[2]), np.int16)[:, :, ::2],
+    }
+    variants["view"][...] = hu
+    for name, arr in variants.items():
+        written = write_ct_series(tmp_path / name, arr, aff, meta)
+        assert [f.read_bytes() for f in written] == reference, name
+
+
+def test_ct_is_written_slice_by_slice(tmp_path):
+    """Writing a CT allocates about one slice at a time: less than one int16 copy of the volume
+    (making a float64 copy of it, or holding every slice's dataset until the end, would not)."""
+    hu = np.random.default_rng(0).integers(-1000, 2000, size=(128, 128, 48)).astype(np.int16)
+    write_ct_series(tmp_path / "warm-up", hu[:, :, :2], np.eye(4), _series())
+    tracemalloc.start()
+    try:
+        files = write_ct_series(tmp_path / "ct", hu, np.eye(4), _series())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(files) == 48
+    assert peak < hu.nbytes, f"peak {peak} bytes for a {hu.nbytes}-byte int16 volume"
+
+
+def test_ct_rejects_bad_slices_before_writing(tmp_path):
+    for bad in (np.nan, np.inf):
+        hu = np.zeros(SHAPE, np.float32)
+        hu[3, 4, SHAPE[2] - 1] = bad  # only the last slice is bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            write_ct_series(tmp_path / "study" / "ct", hu, np.eye(4), _series())
+    huge = np.zeros(SHAPE, np.longdouble)
+    huge[0, 0, 5] = np.finfo(np.longdouble).max  # inf once converted to float64
+    with np.errstate(over="ignore"):
+        if np.isinf(huge.astype(np.float64)).any():
+            with pytest.raises(ValueError, match="NaN or infinite"):
+                write_ct_series(tmp_path / "study" / "ct", huge, np.eye(4), _series())
+    with pytest.raises(ValueError, match="real numeric"):
+        write_ct_series(tmp_path / "study" / "ct", np.zeros(SHAPE, bool), np.eye(4), _series())
+    assert not (tmp_path / "study").exists()
+
+
+def test_ct_crash_keeps_the_previous_series(tmp_path, monkeypatch):
+    folder = tmp_path / "ct"
+    first = write_ct_series(folder, np.zeros(SHAPE), np.eye(4), _series())
+    before = [f.read_bytes() for f in first]
+    _fail_fourth_save(monkeypatch)
+    with pytest.raises(OSError, match="disk full"):
+        write_ct_series(folder, np.full(SHAPE, 100.0), np.eye(4), _series())
+    assert [p.name for p in tmp_path.iterdir()] == ["ct"]
+    assert [f.read_bytes() for f in first] == before
 
 
 def test_pet_tags(tmp_path):
@@ -308,16 +394,7 @@ def test_non_orthogonal_affine_rejected(tmp_path):
 
 
 def test_crash_leaves_no_series(tmp_path, monkeypatch):
-    calls = {"n": 0}
-    original = pydicom.Dataset.save_as
-
-    def flaky(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise OSError("disk full")
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(pydicom.Dataset, "save_as", flaky)
+    _fail_fourth_save(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
         write_pet_series(tmp_path / "pet", _pet_volume(), np.eye(4), _series(), _pet())
     assert list(tmp_path.iterdir()) == []

@@ -42,6 +42,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -357,7 +358,8 @@ def _clean(v: float) -> float:
 # --------------------------------------------------------------------------- datasets
 
 
-def _check_volume(name: str, data: np.ndarray) -> np.ndarray:
+def _check_array(name: str, data: np.ndarray) -> np.ndarray:
+    """``data`` as a 3D real numeric array, in its own dtype (no copy of an ndarray)."""
     arr = np.asarray(data)
     if arr.ndim != 3:
         raise ValueError(f"{name} must be a 3D array [i, j, k], got shape {arr.shape}")
@@ -365,7 +367,12 @@ def _check_volume(name: str, data: np.ndarray) -> np.ndarray:
         raise ValueError(f"{name} has an unusable shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
         raise ValueError(f"{name} must be real numeric, got dtype {arr.dtype}")
-    arr = arr.astype(np.float64)
+    return arr
+
+
+def _check_volume(name: str, data: np.ndarray) -> np.ndarray:
+    """``data`` checked and converted to a float64 copy."""
+    arr = _check_array(name, data).astype(np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return arr
@@ -532,12 +539,20 @@ def _set_pixels(ds: Dataset, stored_ij: np.ndarray) -> None:
 # --------------------------------------------------------------------------- writing
 
 
-def _write_atomically(folder: Path, datasets: list[Dataset]) -> list[Path]:
+def _write_atomically(
+    folder: Path, datasets: Iterable[Dataset], count: int | None = None
+) -> list[Path]:
     """Write datasets as IM_0001.dcm ... into a temp folder, then move it onto ``folder``.
+
+    ``datasets`` may be a generator of ``count`` datasets: each is saved as soon as it is made
+    and then dropped, so only one is in memory at a time.
 
     An existing ``folder`` is replaced only if it holds nothing but IM_*.dcm files (a previous
     series), so a wrong path cannot wipe unrelated data.
     """
+    if count is None:
+        datasets = list(datasets)
+        count = len(datasets)
     folder = Path(folder)
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -550,8 +565,8 @@ def _write_atomically(folder: Path, datasets: list[Dataset]) -> list[Path]:
                 f"{folder} already holds files that are not a DICOM series from this writer "
                 f"({', '.join(sorted(foreign)[:5])}); remove them or choose another folder"
             )
-    width = max(4, len(str(len(datasets))))
-    names = [f"IM_{n:0{width}d}.dcm" for n in range(1, len(datasets) + 1)]
+    width = max(4, len(str(count)))
+    names = [f"IM_{n:0{width}d}.dcm" for n in range(1, count + 1)]
 
     tmp = parent / f".{folder.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
     os.mkdir(tmp)
@@ -581,30 +596,37 @@ def write_ct_series(
     Pixels are stored as int16 with RescaleSlope 1 and RescaleIntercept -1024, so
     ``stored = round(HU) + 1024``. Values are rounded to the nearest integer HU (read-back
     error at most 0.5 HU) and clipped to the representable range [-33792, 31743] HU.
-    Returns the written file paths in InstanceNumber order.
+    ``hu`` may be of any real dtype (e.g. int16 HU); it is converted one k-slice at a time and
+    each file is written before the next slice is made, so a large CT (512 x 512 x 680) needs
+    little memory beyond ``hu`` itself. Returns the written file paths in InstanceNumber order.
     """
-    data = _check_volume("hu", hu)
+    data = _check_array("hu", hu)
     geom = _geometry(affine_ras)
     _check_series(meta)
-    stored = np.rint(data) - CT_RESCALE_INTERCEPT
-    stored = np.clip(stored, INT16_MIN, INT16_MAX).astype(np.int16)
+    if not np.issubdtype(data.dtype, np.integer):
+        for k in range(data.shape[2]):
+            if not np.all(np.isfinite(data[:, :, k].astype(np.float64))):
+                raise ValueError("hu contains NaN or infinite values")
 
-    datasets = []
-    for k in range(data.shape[2]):
-        ds = _base_dataset(CT_IMAGE_STORAGE, "CT", meta, geom, data.shape, k)
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.RescaleIntercept = _ds(CT_RESCALE_INTERCEPT)
-        ds.RescaleSlope = _ds(CT_RESCALE_SLOPE)
-        ds.RescaleType = "HU"
-        ds.KVP = "50"
-        ds.XRayTubeCurrentInuA = "500"
-        ds.ExposureTime = 300
-        ds.ConvolutionKernel = "FDK"
-        ds.WindowCenter = "0"
-        ds.WindowWidth = "2000"
-        _set_pixels(ds, stored[:, :, k])
-        datasets.append(ds)
-    return _write_atomically(folder, datasets)
+    def slices():
+        for k in range(data.shape[2]):
+            stored = np.rint(data[:, :, k].astype(np.float64)) - CT_RESCALE_INTERCEPT
+            stored = np.clip(stored, INT16_MIN, INT16_MAX).astype(np.int16)
+            ds = _base_dataset(CT_IMAGE_STORAGE, "CT", meta, geom, data.shape, k)
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+            ds.RescaleIntercept = _ds(CT_RESCALE_INTERCEPT)
+            ds.RescaleSlope = _ds(CT_RESCALE_SLOPE)
+            ds.RescaleType = "HU"
+            ds.KVP = "50"
+            ds.XRayTubeCurrentInuA = "500"
+            ds.ExposureTime = 300
+            ds.ConvolutionKernel = "FDK"
+            ds.WindowCenter = "0"
+            ds.WindowWidth = "2000"
+            _set_pixels(ds, stored)
+            yield ds
+
+    return _write_atomically(folder, slices(), data.shape[2])
 
 
 def _code_meaning(nuc: Nuclide) -> str:
