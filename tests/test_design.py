@@ -11,7 +11,7 @@ import yaml
 
 from homing import HomingError, cli, simulate
 
-SHIPPED = ("demo", "hard", "quirks")
+SHIPPED = ("demo", "hard", "quirks", "microct")
 DICOM_KEYS = {
     "pet_format",
     "decay_correction",
@@ -261,6 +261,76 @@ def test_quirks_has_injection_before_midnight_and_scan_after():
             if inj.date() != scan.date() and timedelta(0) < scan - inj < timedelta(hours=24):
                 crossing.append(s["id"])
     assert crossing, "no quirks session is injected before midnight and scanned after"
+
+
+def test_microct_is_a_full_size_micro_ct_on_a_bed():
+    d = simulate.load_design(simulate.design_path("microct"))
+    anat = d["anatomy"]
+    assert anat["ct_voxel_mm"] == 0.195
+    assert anat["ct_matrix"] == [512, 512, 680] and anat["bed"] is True
+    assert [c["animals"] for c in d["cohorts"]] == [1]
+    assert len(d["cohorts"][0]["sessions"]) == 2
+    assert d["cohorts"][0]["labelling_method"] == "ex_vivo"
+
+
+# --------------------------------------------------------------------------- field of view, bed
+
+
+def test_ct_matrix_and_bed_are_optional_and_not_filled_in(tmp_path):
+    """Left out, they change nothing: the resolved design (which `homing simulate` compares
+    with OUTDIR/design.yaml to skip a finished study) stays as it was."""
+    d = simulate.load_design(_write(tmp_path, _base()))
+    assert "ct_matrix" not in d["anatomy"] and "bed" not in d["anatomy"]
+    for name in ("demo", "hard", "quirks"):
+        anat = simulate.load_design(simulate.design_path(name))["anatomy"]
+        assert "ct_matrix" not in anat and "bed" not in anat, name
+
+
+def test_ct_matrix_and_bed_load(tmp_path):
+    design = _base()
+    design["anatomy"].update(ct_matrix=[400, 400, 600], bed=True)
+    d = simulate.load_design(_write(tmp_path, design))
+    assert d["anatomy"]["ct_matrix"] == [400, 400, 600] and d["anatomy"]["bed"] is True
+    design["anatomy"]["bed"] = False
+    assert simulate.load_design(_write(tmp_path, design, "nobed.yaml"))["anatomy"]["bed"] is False
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ct_matrix", [512, 512]),
+        ("ct_matrix", [512, 512, 680, 1]),
+        ("ct_matrix", [512, 512.5, 680]),
+        ("ct_matrix", [512, 0, 680]),
+        ("ct_matrix", "512x512x680"),
+        ("bed", "yes"),
+    ],
+    ids=["two", "four", "fraction", "zero", "text", "bed_text"],
+)
+def test_ct_matrix_and_bed_schema(tmp_path, key, value):
+    design = _base()
+    design["anatomy"][key] = value
+    msg = _error(tmp_path, design)
+    assert f"key anatomy.{key}" in msg, msg
+
+
+def test_ct_matrix_too_small_for_the_animal(tmp_path):
+    design = _base()
+    design["anatomy"]["ct_matrix"] = [400, 400, 600]  # 80 x 80 x 120 mm at 0.2 mm: fits
+    simulate.load_design(_write(tmp_path, design, "fits.yaml"))
+    design["anatomy"]["ct_matrix"] = [150, 400, 600]  # 30 mm across: the mouse is wider
+    msg = _error(tmp_path, design)
+    (line,) = [x for x in msg.splitlines() if "anatomy.ct_matrix" in x]
+    assert "cannot hold the posed animal" in line and "[150, 400, 600]" in line, line
+    assert "30.0 × 80.0 × 120.0 mm" in line and "use at least [" in line, line
+    # The bound follows the design: poses rotated by up to 30 degrees need more room.
+    design["anatomy"].update(ct_matrix=[400, 400, 600], session_rotation_max_deg=30)
+    assert "anatomy.ct_matrix" in _error(tmp_path, design)
+    # A tumour bulging out of a flank widens the animal.
+    design["anatomy"].update(session_rotation_max_deg=4, ct_matrix=[250, 400, 600])
+    simulate.load_design(_write(tmp_path, design, "narrow.yaml"))
+    design["anatomy"]["tumour"] = {"site": "right_flank", "radii_mm": [4.0, 3.0, 3.0]}
+    assert "anatomy.ct_matrix" in _error(tmp_path, design)
 
 
 # --------------------------------------------------------------------------- invalid designs

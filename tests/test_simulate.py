@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from homing import simulate
+from homing import masks, phantom, simulate
 
 from .conftest import REPO
 
@@ -407,3 +407,152 @@ def check_totals_and_alignment(study, animal, session, organs, scans, pet, pet_a
     pet_from_ct = np.array(json.loads(scan.pet_from_ct_mm))
     pet_mm_in_ct = (np.linalg.inv(pet_from_ct) @ pet_aff @ np.append(pet_vox, 1))[:3]
     assert np.linalg.norm(pet_mm_in_ct - truth_mm) < 0.3
+
+
+# --------------------------------------------------------------------------- ct_matrix, bed
+
+FOV_MATRIX = (130, 100, 280)  # 52 × 40 × 112 mm at 0.4 mm: air all round the mouse
+
+
+@pytest.fixture(scope="module")
+def fov_studies(tmp_path_factory, digimouse_json):
+    """The microct design made cheap (0.4 mm CT on a small matrix, no warp): session d0
+    head-first with PET on the CT's lattice, d3 feet-first with a separate PET frame; and
+    the same animal with the bed but no ct_matrix (the CT covers the body plus margin)."""
+    base = simulate.load_design(simulate.design_path("microct"))
+    base["anatomy"].update(ct_voxel_mm=0.4, ct_matrix=list(FOV_MATRIX), deformation_mm=0.0)
+    base["scanner"]["pet_voxel_mm"] = 0.8
+    d3 = base["cohorts"][0]["sessions"][1]
+    d3["dicom"] = {**d3["dicom"], "patient_position": "FFP", "frame_of_reference": "separate"}
+    root = tmp_path_factory.mktemp("fov")
+    simulate.simulate(simulate.resolve_design(base), root / "fov", digimouse_json, jobs=1)
+    del base["anatomy"]["ct_matrix"]
+    base["cohorts"][0]["sessions"] = base["cohorts"][0]["sessions"][:1]
+    simulate.simulate(simulate.resolve_design(base), root / "box", digimouse_json, jobs=1)
+    return root
+
+
+def _ct_on_truth_grid(study: Path, animal: str, session: str):
+    """(CT in HU on the truth label grid, labels, truth image): the CT read with pydicom, its
+    axes reversed where the series stores them reversed (feet-first)."""
+    lab_img = nib.load(study / "truth" / f"sub-{animal}" / f"ses-{session}" / "labels_ct.nii.gz")
+    ct, ct_aff, _ = read_series(study / "dicom" / f"sub-{animal}" / f"ses-{session}" / "ct")
+    to_truth = np.linalg.inv(lab_img.affine) @ ct_aff
+    assert np.allclose(np.abs(to_truth[:3, :3]), np.eye(3), atol=1e-6)
+    flips = tuple(ax for ax in range(3) if to_truth[ax, ax] < 0)
+    ct = np.flip(ct, flips) if flips else ct
+    assert np.allclose(to_truth[:3, 3], [(n - 1) if ax in flips else 0 for ax, n in
+                                         enumerate(ct.shape)], atol=1e-4)  # fmt: skip
+    return ct, np.asarray(lab_img.dataobj), lab_img
+
+
+def _check_bed(ct, labels, affine):
+    """The bed is in the CT, under the ventral (+y) side, touching the body, along the whole
+    field of view, and label 0 in the truth; the body mask removes it. Returns the Dice."""
+    body = labels > 0
+    grid = phantom.Grid(labels.shape, affine)
+    slab = phantom.bed_mask(
+        grid, body.any(axis=2), simulate.BED_THICKNESS_MM, simulate.BED_WIDTH_MM
+    )
+    bed = np.broadcast_to(slab[:, :, None], labels.shape)
+    assert slab.any() and not (bed & body).any()
+    assert (ndimage.binary_dilation(body) & bed).any()  # it touches: no air gap somewhere
+    assert np.argwhere(slab)[:, 1].min() > np.argwhere(body)[:, 1].max()  # ventral side
+    # Plastic in every slice: the blur (0.7 voxel) spreads a 3-voxel slab's 200 HU a little.
+    bed_ct = np.where(bed, ct, np.nan)
+    assert (np.nanmax(bed_ct, axis=(0, 1)) > 0).all()
+    assert -100 < np.nanmean(bed_ct) < simulate.BED_HU
+    near = ndimage.binary_dilation(body | bed, iterations=3)
+    air = ct[~near]
+    assert abs(air.mean() + 1000) < 2 and abs(air.std() - 20) < 2  # ct_noise_hu: 20
+    voxel_mm = float(np.sqrt((affine[:3, 0] ** 2).sum()))
+    mask = masks.body_mask(ct, voxel_mm)
+    assert (mask & bed).sum() < 0.01 * bed.sum()
+    return 2 * (mask & body).sum() / (mask.sum() + body.sum())
+
+
+@pytest.mark.parametrize("session", ["d0", "d3"])
+def test_ct_matrix_is_the_field_of_view_centred_on_the_animal(fov_studies, session):
+    study = fov_studies / "fov"
+    organs, scans = truth_tables(study)
+    ct, labels, lab_img = _ct_on_truth_grid(study, "MC01", session)
+    assert ct.shape == labels.shape == FOV_MATRIX
+    assert np.allclose(np.diag(lab_img.affine)[:3], 0.4)
+    body = np.argwhere(labels > 0)
+    centre = (body.min(axis=0) + body.max(axis=0)) / 2.0
+    assert np.abs(centre - (np.array(FOV_MATRIX) - 1) / 2.0).max() <= 1.0
+    assert ct[labels == 2].mean() > 500  # skeleton where the truth says
+    assert _check_bed(ct, labels, lab_img.affine) > 0.99
+    # PET and truth still agree: concentrations, totals, and the frames.
+    ratios, pet, pet_aff, ds = check_pet_against_truth(study, "MC01", session, organs, scans)
+    assert {"liver", "soft_tissue"} <= set(ratios)
+    assert_ratios(ratios)
+    check_totals_and_alignment(study, "MC01", session, organs, scans, pet, pet_aff)
+    if session == "d0":  # shared frame, PET voxel = 2 CT voxels: PET on the CT's lattice
+        to_ct = np.linalg.inv(lab_img.affine) @ pet_aff
+        assert np.allclose(to_ct[:3, :3], 2 * np.eye(3))
+        assert np.allclose(to_ct[:3, 3] - 0.5, np.rint(to_ct[:3, 3] - 0.5), atol=1e-6)
+        assert all(n < m for n, m in zip(pet.shape, np.array(FOV_MATRIX) // 2, strict=True))
+
+
+def test_ct_matrix_keeps_the_animal(fov_studies):
+    """The same animal and pose in the big field of view and in the body's own box: the
+    organs, doses and the labels inside the box are the same."""
+    fov, _ = truth_tables(fov_studies / "fov")
+    box, _ = truth_tables(fov_studies / "box")
+    fov = fov[fov.session_id == "d0"].reset_index(drop=True)
+    assert list(fov.organ) == list(box.organ)
+    # Only the voxel lattice differs (by a fraction of a 0.4 mm voxel): volumes within 3 %.
+    big = box.volume_ml > 0.1
+    assert big.sum() >= 8
+    assert np.allclose(fov.volume_ml[big], box.volume_ml[big], rtol=0.03)
+    assert fov.volume_ml.sum() == pytest.approx(box.volume_ml.sum(), rel=0.002)
+    pid = "percent_injected_dose"
+    assert np.allclose(fov[pid][big], box[pid][big], rtol=0.03, atol=1e-3)
+
+
+def test_bed_without_ct_matrix(fov_studies):
+    study = fov_studies / "box"
+    organs, scans = truth_tables(study)
+    ct, labels, lab_img = _ct_on_truth_grid(study, "MC01", "d0")
+    assert max(ct.shape) < max(FOV_MATRIX)
+    assert _check_bed(ct, labels, lab_img.affine) > 0.99
+    ratios, pet, pet_aff, _ = check_pet_against_truth(study, "MC01", "d0", organs, scans)
+    assert_ratios(ratios)
+    check_totals_and_alignment(study, "MC01", "d0", organs, scans, pet, pet_aff)
+
+
+def test_fov_grid_centres_and_refuses_a_small_matrix():
+    labels = np.zeros((40, 30, 60), np.uint8)
+    labels[10:25, 5:20, 10:50] = 1
+    aff = np.diag([0.2, 0.2, 0.2, 1.0])
+    grid, box = phantom.fov_grid(labels, aff, np.eye(4), 0.1, (101, 80, 150), 1.0, np.zeros(3))
+    assert grid.shape == (101, 80, 150)
+    # The body's voxels, half a voxel each side: x 1.9..4.9, y 0.9..3.9, z 1.9..9.9 mm.
+    body_lo, body_hi = np.array([1.9, 0.9, 1.9]), np.array([4.9, 3.9, 9.9])
+    centre = (grid.affine @ [50, 39.5, 74.5, 1])[:3]
+    assert np.allclose(centre, (body_lo + body_hi) / 2)
+    sub = phantom.sub_grid(grid, box)
+    assert all((b.stop - b.start) % 2 == 0 for b in box)
+    lo = sub.affine[:3, 3]
+    hi = lo + 0.1 * (np.array(sub.shape) - 1)
+    assert (lo <= body_lo - 1.0 + 1e-9).all() and (hi >= body_hi + 1.0 - 1e-9).all()
+    assert (lo > body_lo - 1.0 - 0.3).all() and (hi < body_hi + 1.0 + 0.3).all()
+    with pytest.raises(ValueError, match="along y but the CT matrix has 40"):
+        phantom.fov_grid(labels, aff, np.eye(4), 0.1, (101, 40, 150), 1.0, np.zeros(3))
+
+
+def test_fov_ct_pastes_the_box_into_noisy_air():
+    rng = np.random.default_rng(0)
+    hu_box = np.full((4, 5, 6), 40.4, np.float32)
+    box = (slice(2, 6), slice(1, 6), slice(3, 9))
+    extra = np.zeros((10, 8), np.float32)
+    extra[:, 7] = 1200.0
+    ct = phantom.fov_ct((10, 8, 12), box, hu_box, extra, 20.0, rng)
+    assert ct.dtype == np.int16 and ct.shape == (10, 8, 12)
+    assert (ct[box] == 40).all()
+    outside = np.ones(ct.shape, bool)
+    outside[box] = False
+    outside[:, 7] = False
+    assert abs(ct[outside].mean() + 1000) < 5 and 15 < ct[outside].std() < 25
+    assert abs(ct[:, 7].mean() - 200) < 10

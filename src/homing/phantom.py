@@ -57,6 +57,20 @@ def random_pose(
     return out
 
 
+def posed_extent(
+    labels: np.ndarray, atlas_affine: np.ndarray, pose: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) mm corners of the box holding the posed body: the body's voxel bounding box,
+    its eight corner voxel centres carried through ``pose``. Never smaller than the body."""
+    idx = np.argwhere(labels > 0)
+    lo, hi = idx.min(axis=0), idx.max(axis=0)
+    corners = np.array(
+        [[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]
+    ).T
+    mm = (pose @ atlas_affine @ corners)[:3]
+    return mm.min(axis=1), mm.max(axis=1)
+
+
 def body_grid(
     labels: np.ndarray,
     atlas_affine: np.ndarray,
@@ -71,20 +85,76 @@ def body_grid(
     ``origin_offset_mm`` moves the animal in scanner space (bed position), so the scan's
     coordinates do not coincide with the atlas's.
     """
-    idx = np.argwhere(labels > 0)
-    lo, hi = idx.min(axis=0), idx.max(axis=0)
-    corners = np.array(
-        [[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]
-    ).T
-    mm = (pose @ atlas_affine @ corners)[:3]
-    start = mm.min(axis=1) - margin_mm
-    stop = mm.max(axis=1) + margin_mm
+    lo_mm, hi_mm = posed_extent(labels, atlas_affine, pose)
+    start = lo_mm - margin_mm
+    stop = hi_mm + margin_mm
     shape = tuple(int(np.ceil((b - a) / voxel_mm)) + 1 for a, b in zip(start, stop, strict=True))
     # Sizes a multiple of ``multiple`` so a coarser PET grid tiles this grid exactly.
     shape = tuple(s + (-s % multiple) for s in shape)
     aff = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
     aff[:3, 3] = start + origin_offset_mm
     return Grid(shape, aff)
+
+
+def posed_body_extent(
+    labels: np.ndarray, atlas_affine: np.ndarray, pose: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) mm of the posed body itself: every surface voxel of ``labels > 0`` carried
+    through ``pose``, widened by half a (posed) voxel, so a grid resampled from ``labels``
+    by nearest label has no body outside it. Tighter than :func:`posed_extent`."""
+    body = labels > 0
+    surface = np.argwhere(body & ~ndimage.binary_erosion(body)).T.astype(np.float64)
+    lin = (pose @ atlas_affine)[:3]
+    mm = lin[:, :3] @ surface + lin[:, 3:4]
+    half = np.abs(lin[:, :3]) @ np.full(3, 0.5)
+    return mm.min(axis=1) - half, mm.max(axis=1) + half
+
+
+def fov_grid(
+    labels: np.ndarray,
+    atlas_affine: np.ndarray,
+    pose: np.ndarray,
+    voxel_mm: float,
+    matrix: tuple[int, int, int],
+    margin_mm: float,
+    origin_offset_mm: np.ndarray,
+    multiple: int = 2,
+) -> tuple[Grid, tuple[slice, slice, slice]]:
+    """A scanner field of view: an axis-aligned grid of exactly ``matrix`` voxels at
+    ``voxel_mm``, centred on the posed body (the middle of its extent), and the box of it
+    (index slices) that holds the body plus ``margin_mm``, its sizes a multiple of
+    ``multiple``.
+
+    Everything but air is computed on the box alone (see :func:`sub_grid`), so a field of
+    view much larger than the animal costs little more than the animal. Raises ValueError
+    when the body plus margin does not fit in the matrix.
+    """
+    lo_mm, hi_mm = posed_body_extent(labels, atlas_affine, pose)
+    shape = tuple(int(n) for n in matrix)
+    start = (lo_mm + hi_mm) / 2.0 - (np.asarray(shape) - 1) / 2.0 * voxel_mm
+    box = []
+    for ax, n in enumerate(shape):
+        first = int(np.floor((lo_mm[ax] - margin_mm - start[ax]) / voxel_mm))
+        last = int(np.ceil((hi_mm[ax] + margin_mm - start[ax]) / voxel_mm))
+        size = last - first + 1
+        size += -size % multiple
+        if first < 0 or last > n - 1 or size > n:
+            raise ValueError(
+                f"the posed body plus {margin_mm:g} mm margin needs {last - first + 1} voxels "
+                f"along {'xyz'[ax]} but the CT matrix has {n}"
+            )
+        first = min(first, n - size)  # rounding up to ``multiple`` may push the end out
+        box.append(slice(first, first + size))
+    aff = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    aff[:3, 3] = start + origin_offset_mm
+    return Grid(shape, aff), tuple(box)
+
+
+def sub_grid(grid: Grid, box: tuple[slice, slice, slice]) -> Grid:
+    """The part of ``grid`` inside the index box ``box`` (slices with steps of 1)."""
+    aff = grid.affine.copy()
+    aff[:3, 3] = (grid.affine @ np.array([b.start for b in box] + [1.0]))[:3]
+    return Grid(tuple(b.stop - b.start for b in box), aff)
 
 
 def resample_labels(
@@ -129,6 +199,53 @@ def ct_image(
         hu = ndimage.gaussian_filter(hu, blur_voxels)
     hu += rng.normal(0.0, noise_hu, size=hu.shape).astype(np.float32)
     return hu.astype(np.float32)
+
+
+def bed_mask(grid: Grid, body_xy: np.ndarray, thickness_mm: float, width_mm: float) -> np.ndarray:
+    """The animal bed in one axial slice of ``grid`` (bool, shape ``grid.shape[:2]``).
+
+    A flat slab ``thickness_mm`` thick and ``width_mm`` wide (across x, centred on the body)
+    under the animal's ventral (+y, anterior) side, where a prone animal lies. ``body_xy``
+    (bool, same shape) is where the body is in any slice: the slab's top touches the body's
+    lowest voxels and never overlaps the body. It runs the grid's whole length along z: the
+    caller repeats the slice. The grid must be axis-aligned with positive spacing.
+    """
+    vox = np.diag(grid.affine)[:2]
+    x = grid.affine[0, 3] + vox[0] * np.arange(grid.shape[0])
+    y = grid.affine[1, 3] + vox[1] * np.arange(grid.shape[1])
+    ii, jj = np.nonzero(body_xy)
+    xc = (x[ii].min() + x[ii].max()) / 2.0
+    top = y[jj].max() + vox[1] / 2.0  # the ventral face of the body's lowest voxels
+    across = np.abs(x - xc) <= width_mm / 2.0
+    down = (y > top) & (y < top + thickness_mm)
+    return across[:, None] & down[None, :]
+
+
+def fov_ct(
+    shape: tuple[int, int, int],
+    box: tuple[slice, slice, slice],
+    hu_box: np.ndarray,
+    extra_xy_hu: np.ndarray | None,
+    noise_hu: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A whole field of view (int16 HU): air (−1000 HU) with Gaussian noise (SD
+    ``noise_hu``) and ``extra_xy_hu`` (a slice added to every slice, e.g. the bed; may be
+    None), with the body's CT ``hu_box`` (already holding its own noise and extra) pasted
+    into ``box``. Built slab by slab: no full-size floating-point copy."""
+    out = np.empty(shape, dtype=np.int16)
+    base = np.float32(-1000.0)
+    step = max(1, 4_000_000 // (shape[0] * shape[1]))
+    for k0 in range(0, shape[2], step):
+        k1 = min(shape[2], k0 + step)
+        slab = rng.standard_normal((shape[0], shape[1], k1 - k0), dtype=np.float32)
+        slab *= np.float32(noise_hu)
+        slab += base
+        if extra_xy_hu is not None:
+            slab += extra_xy_hu[:, :, None]
+        out[:, :, k0:k1] = np.rint(slab)
+    out[box] = np.rint(hu_box)
+    return out
 
 
 def concentration_map(labels: np.ndarray, conc_by_label: dict[int, float]) -> np.ndarray:

@@ -13,7 +13,8 @@ who is scanned when, with which cells, label or reporter tracer and scanner. Fro
   the CT grid); ``design.yaml``, the design as simulated.
 
 Anatomy: the Digimouse labels under a per-animal scale and smooth random warp (plus an optional
-subcutaneous tumour), then a per-session rigid pose and bed offset. Biology:
+subcutaneous tumour), then a per-session rigid pose and bed offset; the CT covers the body or
+a scanner-sized field of view (``ct_matrix``), optionally with the animal bed. Biology:
 :mod:`homing.kinetics`. Imaging: :mod:`homing.phantom`.
 """
 
@@ -36,6 +37,7 @@ import numpy as np
 import pandas as pd
 import pydicom.config
 import yaml
+from scipy import ndimage
 
 from homing import HomingError, kinetics, phantom
 from homing.atlas import ORGANS, Organ, canonical_labels, decode_digimouse_json
@@ -95,6 +97,15 @@ TRACER_DEFAULTS = {
 LABEL_DEFAULTS = {"release_per_day": 0.0, "dead_cell_label_to": {}, "deferoxamine": False}
 #: The atlas voxel (mm): each animal's own anatomy is built on this grid.
 ANIMAL_VOXEL_MM = 0.2
+#: Extent (mm, RAS x y z) of the Digimouse body (labels > 0): bounds a ct_matrix at load.
+ATLAS_BODY_EXTENT_MM = (32.8, 19.8, 88.8)
+#: CT scanner blur (Gaussian sigma, CT voxels).
+CT_BLUR_VOXELS = 0.7
+#: The animal bed (``anatomy.bed``): a flat plastic slab along the scanner axis under the
+#: prone animal's ventral side, touching it (phantom.bed_mask).
+BED_HU = 200.0
+BED_THICKNESS_MM = 1.2
+BED_WIDTH_MM = 40.0
 
 
 # --------------------------------------------------------------------------- design
@@ -137,8 +148,40 @@ def _fraction_problems(cohort: dict, where: str) -> list[str]:
     return problems
 
 
+def _ct_matrix_problems(design: dict) -> list[str]:
+    """A ct_matrix must hold the largest animal the design can make, in any allowed pose:
+    the atlas body scaled by 1 + scale_range, warped, with its tumour, rotated by up to
+    session_rotation_max_deg about each axis, plus margin_mm (and the bed) around it."""
+    anat = design["anatomy"]
+    matrix = anat.get("ct_matrix")
+    if not matrix:
+        return []
+    voxel = anat["ct_voxel_mm"]
+    # The body's box is rounded up to whole PET voxels (phantom.fov_grid).
+    factor = max(1, int(round(design["scanner"]["pet_voxel_mm"] / voxel)))
+    body = (np.array(ATLAS_BODY_EXTENT_MM) + 2 * anat["deformation_mm"]) * (1 + anat["scale_range"])
+    if "tumour" in anat:
+        body[0] += 1.4 * anat["tumour"]["radii_mm"][0]  # bulges out of one flank
+    t = np.sin(np.deg2rad(anat["session_rotation_max_deg"]))
+    px = np.array([[1, 0, 0], [0, 1, t], [0, t, 1]])
+    py = np.array([[1, 0, t], [0, 1, 0], [t, 0, 1]])
+    pz = np.array([[1, t, 0], [t, 1, 0], [0, 0, 1]])
+    need_mm = pz @ py @ px @ body + 2 * anat["margin_mm"]
+    if anat.get("bed"):
+        need_mm[1] += BED_THICKNESS_MM
+    need = [int(np.ceil(n / voxel)) + 1 + factor for n in need_mm]
+    if all(n >= m for n, m in zip(matrix, need, strict=True)):
+        return []
+    fov = " × ".join(f"{n * voxel:.1f}" for n in matrix)
+    return [
+        f"anatomy.ct_matrix: {list(matrix)} voxels of {voxel:g} mm ({fov} mm) cannot hold the "
+        f"posed animal plus margin_mm, which may need up to "
+        f"{' × '.join(f'{n:.1f}' for n in need_mm)} mm; use at least {need}"
+    ]
+
+
 def _semantic_problems(design: dict) -> list[str]:
-    problems: list[str] = []
+    problems: list[str] = _ct_matrix_problems(design)
     has_tumour = "tumour" in design["anatomy"]
     ids: dict[str, str] = {}
     for c_idx, cohort in enumerate(design["cohorts"]):
@@ -260,7 +303,8 @@ def resolve_design(design: dict, source: str = "design") -> dict:
 
 
 def design_path(name_or_path: str | Path) -> Path:
-    """A design file: a path, or the name of a shipped design (``demo``, ``hard``, ``quirks``)."""
+    """A design file: a path, or the name of a shipped design (``demo``, ``hard``, ``quirks``,
+    ``microct``)."""
     path = Path(name_or_path)
     if path.is_file():
         return path
@@ -376,6 +420,30 @@ def _rigid(rng: np.random.Generator, max_deg: float, translation_mm: np.ndarray)
     out[:3, :3] = phantom.rotation_matrix(np.deg2rad(rng.uniform(-max_deg, max_deg, size=3)))
     out[:3, 3] = translation_mm
     return out
+
+
+def _field_of_view(design, animal_id, session, ct_grid, box, labels, hu):
+    """The CT (HU) and truth labels on the whole CT grid, from those on the body's box
+    (``labels``, ``hu``): with the bed (``anatomy.bed``, label 0: not the animal) and, for a
+    ``ct_matrix``, noisy air around the box (int16 HU, no full-size float copy)."""
+    anat = design["anatomy"]
+    extra = None
+    if anat.get("bed"):
+        body_xy = np.zeros(ct_grid.shape[:2], dtype=bool)
+        body_xy[box[0], box[1]] = (labels > 0).any(axis=2)
+        slab = phantom.bed_mask(ct_grid, body_xy, BED_THICKNESS_MM, BED_WIDTH_MM)
+        # Constant along z and clear of the body: its blurred slice adds to every slice.
+        extra = np.float32(BED_HU - ORGANS[0].ct_hu) * ndimage.gaussian_filter(
+            slab.astype(np.float32), CT_BLUR_VOXELS
+        )
+        hu += extra[box[0], box[1], None]
+    if not anat.get("ct_matrix"):
+        return hu, labels
+    rng = _rng(design["seed"], animal_id, session["id"], "ct-field-of-view")
+    ct = phantom.fov_ct(ct_grid.shape, box, hu, extra, anat["ct_noise_hu"], rng)
+    ct_labels = np.zeros(ct_grid.shape, dtype=np.uint8)
+    ct_labels[box] = labels
+    return ct, ct_labels
 
 
 def _organ_concentrations(
@@ -609,13 +677,30 @@ def _session(
         offset = np.array([*rng.uniform(-3.0, 3.0, size=2), scanner["separate_gantry_offset_mm"]])
         pet_from_ct = _rigid(rng, scanner["separate_gantry_rotation_max_deg"], offset)
     reuse = shared and abs(fine_voxel - ct_voxel) < 1e-9
-    ct_grid = phantom.body_grid(
-        labels_a, aff_a, pose, ct_voxel, anat["margin_mm"], bed, factor if reuse else 1
-    )
-    labels = phantom.resample_labels(labels_a, aff_a, pose, ct_grid, bed)
-    hu = phantom.ct_image(labels, rng, anat["ct_noise_hu"], 0.7, SIM_ORGANS)
+    multiple = factor if reuse else 1
+    # The body's box: the whole CT grid, or (ct_matrix) the part of a larger field of view
+    # that holds the body plus margin. Labels, CT numbers and activity are computed on it.
+    if anat.get("ct_matrix"):
+        try:
+            ct_grid, box = phantom.fov_grid(
+                labels_a, aff_a, pose, ct_voxel, anat["ct_matrix"], anat["margin_mm"], bed,
+                multiple,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise HomingError(
+                f"sub-{animal_id} ses-{session['id']}: anatomy.ct_matrix is too small: {exc}"
+            ) from exc
+        box_grid = phantom.sub_grid(ct_grid, box)
+    else:
+        ct_grid = phantom.body_grid(
+            labels_a, aff_a, pose, ct_voxel, anat["margin_mm"], bed, multiple
+        )
+        box_grid, box = ct_grid, tuple(slice(0, n) for n in ct_grid.shape)
+    labels = phantom.resample_labels(labels_a, aff_a, pose, box_grid, bed)
+    hu = phantom.ct_image(labels, rng, anat["ct_noise_hu"], CT_BLUR_VOXELS, SIM_ORGANS)
+    ct_hu, ct_labels = _field_of_view(design, animal_id, session, ct_grid, box, labels, hu)
     if reuse:
-        fine_grid, fine_labels = ct_grid, labels
+        fine_grid, fine_labels = box_grid, labels
     else:
         pet_from_animal = pet_from_ct @ ct_from_animal
         fine_grid = phantom.body_grid(
@@ -629,7 +714,7 @@ def _session(
     # Activity: where it is, at the injection, then decayed to the scan.
     specific, body_fraction, cells, deposited = biology.distribution(s_idx, session, rng)
     conc_inj, volume = _organ_concentrations(
-        labels, ct_grid.voxel_ml, specific, body_fraction, dose_bq
+        labels, box_grid.voxel_ml, specific, body_fraction, dose_bq
     )
     decay_start = decay_factor(seconds_between(injection, scan_start), nuclide.half_life_s)
     dif = phantom.in_frame_decay(frame_s, nuclide.half_life_s)
@@ -665,7 +750,8 @@ def _session(
             series_number=number,
         )
 
-    ct_data, ct_aff = phantom.flip_axes(hu, ct_grid.affine, flips)
+    ct_data, ct_aff = phantom.flip_axes(ct_hu, ct_grid.affine, flips)
+    del ct_hu
     write_ct_series(
         tmp / "dicom" / sub / "ct",
         ct_data,
@@ -693,7 +779,7 @@ def _session(
     )
     truth_dir = tmp / "truth" / sub
     truth_dir.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(labels, ct_grid.affine), str(truth_dir / "labels_ct.nii.gz"))
+    nib.save(nib.Nifti1Image(ct_labels, ct_grid.affine), str(truth_dir / "labels_ct.nii.gz"))
     (truth_dir / "transforms.json").write_text(
         json.dumps(
             {
