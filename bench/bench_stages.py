@@ -1,7 +1,8 @@
 """Benchmark: wall time and peak memory of each stage on one demo scan, plus demo generation.
 
     python bench/bench_stages.py [--atlas ../shared/data/atlas/digimouse/digimouse.json]
-                                 [--demo DIR] [--animal EX01 --session d3] [--threads 1]
+                                 [--demo DIR] [--animal EX01 --session d3 --reference d0]
+                                 [--threads 1]
 
 Each stage runs in its own process (as under Snakemake), so its peak RSS is its own.
 Prints one line per stage: seconds and peak MB.
@@ -22,7 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_stage(code: str) -> tuple[float, float]:
     """Run Python code in a child process; return (wall s, peak RSS MB)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+    }
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -40,6 +46,7 @@ def main() -> None:
     ap.add_argument("--demo", default=None, help="existing demo study (else one is generated)")
     ap.add_argument("--animal", default="EX01")
     ap.add_argument("--session", default="d3")
+    ap.add_argument("--reference", default="d0", help="the animal's reference session")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="homing-bench-"))
@@ -57,24 +64,16 @@ def main() -> None:
         )
     a, s, t = args.animal, args.session, args.threads
     sub = demo_dir / "dicom" / f"sub-{a}" / f"ses-{s}"
-    o = {
-        k: str(work / f"{k}")
-        for k in (
-            "pet.nii.gz",
-            "pet.json",
-            "ct.nii.gz",
-            "ct.json",
-            "p2c.mat",
-            "p2c.json",
-            "aff.mat",
-            "warp.nii.gz",
-            "lab_ct.nii.gz",
-            "lab_pet.nii.gz",
-            "organs.tsv",
-        )
-    }
+    ref_sub = demo_dir / "dicom" / f"sub-{a}" / f"ses-{args.reference}"
+    names = (
+        "pet.nii.gz pet.json ct.nii.gz ct.json ref_ct.nii.gz ref_ct.json p2c.mat p2c.json "
+        "pet_in_ct.nii.gz aff.mat warp.nii.gz rigid.mat rwarp.nii.gz lab_ct.nii.gz "
+        "lab_ct.tsv lab_pet.nii.gz prob.nii.gz prob.tsv qc.png qc.json organs.tsv"
+    ).split()
+    o = {k: str(work / k) for k in names}
     atlas_dir = work / "atlas"
     animal = f"__import__('pandas').read_csv({str(demo_dir / 'animals.tsv')!r}, sep='\\t')"
+    chain = [o["rwarp.nii.gz"], o["rigid.mat"], o["warp.nii.gz"], o["aff.mat"]]
     stages = [
         (
             "build atlas",
@@ -91,30 +90,50 @@ def main() -> None:
             f"{str(sub / 'ct')!r}, 'ct', None, {o['ct.nii.gz']!r}, {o['ct.json']!r})",
         ),
         (
-            "PET -> CT",
+            "ingest reference-session CT",
+            f"from homing import pipeline; pipeline.ingest_series({str(ref_sub / 'ct')!r}, "
+            f"'ct', None, {o['ref_ct.nii.gz']!r}, {o['ref_ct.json']!r})",
+        ),
+        (
+            "PET -> CT (verified identity) + PET in CT space",
             f"from homing import pipeline; pipeline.pet_to_ct({o['pet.nii.gz']!r}, "
             f"{o['pet.json']!r}, {o['ct.nii.gz']!r}, {o['ct.json']!r}, {o['p2c.mat']!r}, "
-            f"{o['p2c.json']!r}, 42, {t})",
+            f"{o['p2c.json']!r}, {o['pet_in_ct.nii.gz']!r}, 42, {t}, 1.0)",
         ),
         (
-            f"CT -> atlas (affine + SyN, {t} thread(s))",
-            f"from homing import pipeline; "
-            f"pipeline.ct_to_atlas({o['ct.nii.gz']!r}, {str(atlas_dir / 'template.nii.gz')!r}, "
-            f"{o['aff.mat']!r}, {o['warp.nii.gz']!r}, 0.4, 'SyN', 42, {t})",
+            f"reference CT -> atlas (affine + SyN, {t} thread(s))",
+            f"from homing import pipeline; pipeline.ct_to_atlas({o['ref_ct.nii.gz']!r}, "
+            f"{str(atlas_dir / 'template.nii.gz')!r}, {o['aff.mat']!r}, {o['warp.nii.gz']!r}, "
+            f"0.4, 'SyN', 42, {t})",
         ),
         (
-            "labels -> CT and PET grids",
+            f"CT -> reference CT (rigid + SyN, {t} thread(s))",
+            f"from homing import pipeline; pipeline.ct_to_reference({o['ct.nii.gz']!r}, "
+            f"{o['ref_ct.nii.gz']!r}, {o['rigid.mat']!r}, {o['rwarp.nii.gz']!r}, 0.4, 42, {t})",
+        ),
+        (
+            "labels -> CT grid, PET grid, fractional masks",
             f"from homing import pipeline; pipeline.labels_to_scan("
-            f"{str(atlas_dir / 'labels.nii.gz')!r}, {o['ct.nii.gz']!r}, {o['pet.nii.gz']!r}, "
-            f"{o['aff.mat']!r}, {o['warp.nii.gz']!r}, {o['p2c.mat']!r}, {o['lab_ct.nii.gz']!r}, "
-            f"{o['lab_pet.nii.gz']!r})",
+            f"{str(atlas_dir / 'labels.nii.gz')!r}, {str(atlas_dir / 'labels.tsv')!r}, "
+            f"{o['ct.nii.gz']!r}, {o['pet.nii.gz']!r}, {chain!r}, {o['p2c.mat']!r}, None, '', 3, "
+            f"{o['lab_ct.nii.gz']!r}, {o['lab_ct.tsv']!r}, {o['lab_pet.nii.gz']!r}, "
+            f"{o['prob.nii.gz']!r}, {o['prob.tsv']!r})",
+        ),
+        (
+            "registration QC (metrics + figure)",
+            f"from homing import pipeline, qc; pipeline.registration_qc({o['ct.nii.gz']!r}, "
+            f"{o['lab_ct.nii.gz']!r}, {o['lab_ct.tsv']!r}, "
+            f"[{o['rwarp.nii.gz']!r}, {o['warp.nii.gz']!r}], "
+            f"[{o['ct.nii.gz']!r}, {o['ref_ct.nii.gz']!r}], qc.DEFAULT_THRESHOLDS, 'bench', "
+            f"{o['qc.png']!r}, {o['qc.json']!r})",
         ),
         (
             "quantify organs",
             f"from homing import pipeline; a = {animal}; "
             f"pipeline.quantify_scan({o['pet.nii.gz']!r}, {o['pet.json']!r}, "
-            f"{o['lab_pet.nii.gz']!r}, {o['lab_ct.nii.gz']!r}, "
-            f"{str(atlas_dir / 'labels.tsv')!r}, a[a.animal_id == {a!r}].iloc[0].to_dict(), "
+            f"{o['lab_pet.nii.gz']!r}, {o['lab_ct.nii.gz']!r}, {o['lab_ct.tsv']!r}, "
+            f"{o['qc.json']!r}, {o['p2c.json']!r}, "
+            f"a[a.animal_id == {a!r}].iloc[0].to_dict(), "
             f"dict(animal_id={a!r}, session_id={s!r}, modality='PET'), 1.0, 0.05, "
             f"{o['organs.tsv']!r})",
         ),

@@ -17,4 +17,4 @@ fi
 # shellcheck disable=SC1091
 source .venv/bin/activate
 # Pin BLAS/OpenMP threads: deterministic numbers and no oversubscription under Snakemake.
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1

@@ -156,3 +156,29 @@ def test_scan_columns_and_combination_order():
     assert list(both.session_id.unique()) == ["d0", "d3"]
     with pytest.raises(HomingError):
         combine_sessions([])
+
+
+def test_registration_qc_flags_and_metrics_travel_with_every_row():
+    import pandas as pd
+
+    from homing.quantify import with_registration_qc
+
+    table = pd.DataFrame(
+        {"organ": ["liver", "spleen"], "flags": ["", "small_organ_partial_volume"]}
+    )
+    regqc = {
+        "metrics": {"body_dice": 0.91, "skeleton_dice": 0.3, "jacobian_min": 0.5},
+        "flags": ["regqc_body_dice_low", "regqc_skeleton_dice_low"],
+    }
+    pet = {"method": "rigid (mutual information)", "identity_rejected": True}
+    out = with_registration_qc(table, regqc, pet)
+    assert list(out["flags"]) == [
+        "regqc_body_dice_low;regqc_skeleton_dice_low;pet_ct_misaligned_despite_shared_frame",
+        "small_organ_partial_volume;regqc_body_dice_low;regqc_skeleton_dice_low;"
+        "pet_ct_misaligned_despite_shared_frame",
+    ]
+    assert (out.registration_body_dice == 0.91).all()
+    assert out.registration_jacobian_max.isna().all()  # not measured: empty, not invented
+    assert (out.pet_to_ct_method == "rigid (mutual information)").all()
+    passed = with_registration_qc(table, {"metrics": {}, "flags": []}, {"method": "identity"})
+    assert list(passed["flags"]) == list(table["flags"])

@@ -501,3 +501,34 @@ def test_missing_labelling_method_reports_only_that(sheets):
     lines = problem_lines(msg)
     assert len(lines) == 1, lines
     assert_names(lines[0], "row 4", "column labelling_method")
+
+
+# --- registration: reference session and user ROIs ------------------------------------------
+
+
+def test_reference_session_defaults_to_the_first_and_can_be_named(sheets):
+    study = sheets.load()
+    assert study.reference_session("M1") == "d0"
+    sheets.animals[0]["reference_session"] = "d2"
+    assert sheets.load().reference_session("M1") == "d2"
+
+
+def test_reference_session_must_be_one_of_the_animals_sessions(sheets):
+    sheets.animals[0]["reference_session"] = "d9"
+    msg = sheets.error()
+    assert_names(msg, str(sheets.animals_path), "row 2", "column reference_session", "'d9'", "d2")
+
+
+def test_roi_masks_resolve_against_the_sheet_and_must_exist(sheets):
+    (sheets.sheets / "rois").mkdir()
+    (sheets.sheets / "rois" / "t.nii.gz").write_bytes(b"")
+    sheets.scans[0]["roi_masks"] = "tumour=rois/t.nii.gz"
+    study = sheets.load()
+    assert (
+        study.scans.loc[2, "roi_masks"] == f"tumour={(sheets.sheets / 'rois/t.nii.gz').resolve()}"
+    )
+    sheets.scans[0]["roi_masks"] = "tumour=rois/t.nii.gz;node=rois/missing.nii.gz"
+    msg = sheets.error()
+    assert_names(msg, str(sheets.scans_path), "row 2", "column roi_masks", "missing.nii.gz")
+    sheets.scans[0]["roi_masks"] = "Tumour rois/t.nii.gz"
+    assert_names(sheets.error(), "row 2", "column roi_masks", "name=path")

@@ -55,12 +55,19 @@ def save_figure(fig, out_png: Path) -> None:
 
 
 def registration_qc_figure(
-    ct_hu, labels, affine, title: str, out_png: Path, organ_names: dict[int, str]
+    ct_hu,
+    labels,
+    affine,
+    title: str,
+    out_png: Path,
+    organ_names: dict[int, str],
+    flagged: bool = False,
 ) -> None:
     """Atlas organ outlines on the CT in three planes through the body's centre.
 
     ``ct_hu`` and ``labels`` share one grid and RAS ``affine``; both are reoriented to RAS+
-    first so the panels read the same for any scanner orientation.
+    first so the panels read the same for any scanner orientation. A ``flagged`` scan (QC
+    failed) gets a red title and frame.
     """
     import nibabel as nib
     import numpy as np
@@ -91,7 +98,8 @@ def registration_qc_figure(
     ]
     widths = [p[1].shape[0] for p in planes]
     fig, axes = plt.subplots(1, 3, figsize=(11, 6), gridspec_kw={"width_ratios": widths})
-    cmap = plt.get_cmap("tab20", 22)
+    n_colours = max(22, int(lab.max()) + 1)  # user ROIs come after the atlas labels
+    cmap = plt.get_cmap("tab20", n_colours)
     for ax, (name, img, out, aspect) in zip(axes, planes, strict=True):
         ax.imshow(img.T, cmap="gray", origin="lower", vmin=-1000, vmax=1500, aspect=aspect)
         masked = np.ma.masked_equal(out.T, 0)
@@ -99,7 +107,7 @@ def registration_qc_figure(
             masked,
             cmap=cmap,
             vmin=0,
-            vmax=21,
+            vmax=n_colours - 1,
             origin="lower",
             aspect=aspect,
             interpolation="nearest",
@@ -112,6 +120,12 @@ def registration_qc_figure(
         plt.Line2D([], [], color=cmap(v), lw=3, label=organ_names.get(v, str(v))) for v in present
     ]
     fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=10, color="red" if flagged else "black")
+    if flagged:
+        fig.patches.append(
+            plt.Rectangle(
+                (0.005, 0.005), 0.99, 0.99, transform=fig.transFigure, fill=False, ec="red", lw=4
+            )
+        )
     fig.subplots_adjust(right=0.84)
     save_figure(fig, out_png)

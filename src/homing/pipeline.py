@@ -16,7 +16,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from homing import HomingError, atlas, figures, ingest, quantify, registration
+from homing import HomingError, atlas, figures, ingest, masks, qc, quantify, registration, roi
 
 
 @contextlib.contextmanager
@@ -103,20 +103,29 @@ def pet_to_ct(
     ct_json: Path,
     out_mat: Path,
     out_json: Path,
+    out_pet_in_ct: Path,
     random_seed: int,
     threads: int,
+    identity_tolerance_mm: float,
 ) -> None:
-    """PET → CT transform: identity when both share a FrameOfReferenceUID, else rigid MI."""
+    """PET → CT transform (verified identity for a shared FrameOfReferenceUID, else rigid
+    MI), a JSON record of how it was found, and the PET resampled onto the CT's grid."""
     pet_meta, ct_meta = _read_json(pet_json), _read_json(ct_json)
     same = pet_meta.get("FrameOfReferenceUID") is not None and pet_meta.get(
         "FrameOfReferenceUID"
     ) == ct_meta.get("FrameOfReferenceUID")
-    method = registration.register_pet_to_ct(
-        pet_nii, ct_nii, same, Path(out_mat), random_seed, threads
+    record = registration.register_pet_to_ct(
+        pet_nii, ct_nii, same, Path(out_mat), random_seed, threads, identity_tolerance_mm
     )
+    if record["identity_rejected"]:
+        logging.warning(
+            "PET and CT share a FrameOfReferenceUID but a rigid registration moved the PET by "
+            f"{record['rigid_rms_displacement_mm']:.2f} mm (RMS); using the registration, flagged"
+        )
+    registration.resample_to(pet_nii, ct_nii, [Path(out_mat)], [False], Path(out_pet_in_ct))
     _write_json(
         {
-            "method": method,
+            **record,
             "pet_frame_of_reference": pet_meta.get("FrameOfReferenceUID"),
             "ct_frame_of_reference": ct_meta.get("FrameOfReferenceUID"),
         },
@@ -147,21 +156,134 @@ def ct_to_atlas(
     )
 
 
+def ct_to_reference(
+    ct_nii: Path,
+    reference_ct: Path,
+    out_rigid: Path,
+    out_warp: Path,
+    working_voxel_mm: float,
+    random_seed: int,
+    threads: int,
+) -> None:
+    """The animal's reference-session CT → this session's CT (rigid + SyN)."""
+    registration.register_ct_to_reference(
+        ct_nii,
+        reference_ct,
+        Path(out_rigid),
+        Path(out_warp),
+        working_voxel_mm,
+        random_seed,
+        threads,
+    )
+
+
 def labels_to_scan(
     atlas_labels: Path,
+    atlas_table: Path,
     ct_nii: Path,
     pet_nii: Path,
-    atlas_affine: Path,
-    atlas_warp: Path,
+    transforms: list[Path],
     pet_to_ct_mat: Path,
+    roi_masks: str | None,
+    roi_where: str,
+    supersampling: int,
     out_ct: Path,
+    out_ct_tsv: Path,
     out_pet: Path,
+    out_probseg: Path,
+    out_probseg_tsv: Path,
 ) -> None:
-    """Atlas labels → CT grid (through warp and affine) → PET grid (through PET→CT, inverted)."""
+    """Atlas labels → the scan's CT grid (one nearest-label resampling through the whole
+    transform chain), user ROIs painted over them, then onto the PET grid: per-label
+    fractional masks (partial voxels) and the label map of largest share."""
     registration.warp_labels(
-        atlas_labels, ct_nii, [atlas_warp, atlas_affine], [False, False], Path(out_ct)
+        atlas_labels, ct_nii, [Path(t) for t in transforms], [False] * len(transforms), out_ct
     )
-    registration.warp_labels(Path(out_ct), pet_nii, [pet_to_ct_mat], [True], Path(out_pet))
+    table = pd.read_csv(atlas_table, sep="\t")[["label", "name"]]
+    table = table.assign(source="atlas")
+    rois = roi.parse_roi_masks(roi_masks, roi_where)
+    if rois:
+        lab_img = nib.load(str(out_ct))
+        loaded = [
+            (name, roi.load_roi_mask(path, lab_img.affine, lab_img.shape), roi.roi_source(path))
+            for name, path in rois
+        ]
+        labels, table = roi.add_rois(np.asarray(lab_img.dataobj), table, loaded)
+        atlas.write_nifti_atomic(nib.Nifti1Image(labels.astype(np.uint8), lab_img.affine), out_ct)
+    write_tsv(table, Path(out_ct_tsv))
+    fractions, present, pet_labels = registration.fractional_masks(
+        Path(out_ct), pet_nii, pet_to_ct_mat, supersampling
+    )
+    pet_aff = nib.load(str(pet_nii)).affine
+    atlas.write_nifti_atomic(nib.Nifti1Image(pet_labels, pet_aff), Path(out_pet))
+    atlas.write_nifti_atomic(nib.Nifti1Image(fractions, pet_aff), Path(out_probseg))
+    names = table.set_index("label").name
+    write_tsv(
+        pd.DataFrame(
+            {
+                "volume": range(len(present)),
+                "label": present,
+                "name": [names.get(int(v), f"label_{v}") for v in present],
+            }
+        ),
+        Path(out_probseg_tsv),
+    )
+
+
+def registration_qc(
+    ct_nii: Path,
+    labels_ct: Path,
+    label_tsv: Path,
+    warps: list[Path],
+    warp_grids: list[Path],
+    thresholds: dict,
+    title: str,
+    out_png: Path,
+    out_json: Path,
+) -> None:
+    """QC of one scan's organ masks: metrics (body and skeleton Dice against the CT's own
+    masks, Jacobian range of every deformable warp in the chain, each judged within the
+    body of the CT it was registered on, ``warp_grids``), flags, and the figure."""
+    ct, lab = nib.load(str(ct_nii)), nib.load(str(labels_ct))
+    if not np.allclose(ct.affine, lab.affine, atol=1e-4) or ct.shape != lab.shape:
+        raise HomingError(f"{labels_ct} is not on the grid of {ct_nii}")
+    table = pd.read_csv(label_tsv, sep="\t")
+    hu, labels = np.asarray(ct.dataobj), np.asarray(lab.dataobj)
+    atlas_labels = table[table.source == "atlas"].label.to_numpy()
+    skeleton = int(table.set_index("name").label["skeleton"])
+    metrics = qc.registration_metrics(
+        hu,
+        np.where(np.isin(labels, atlas_labels), labels, 0),
+        tuple(float(z) for z in ct.header.get_zooms()[:3]),
+        skeleton_label=skeleton,
+    )
+    ranges = [qc.jacobian_range(w, g) for w, g in zip(warps, warp_grids, strict=True)]
+    if ranges:
+        metrics["jacobian_min"] = float(min(r[0] for r in ranges))
+        metrics["jacobian_max"] = float(max(r[1] for r in ranges))
+    flags = qc.qc_flags(metrics, thresholds)
+    _write_json({"metrics": metrics, "thresholds": thresholds, "flags": flags}, Path(out_json))
+    names = table.set_index("label").name.to_dict()
+    # The figure needs only the body: a micro-CT's field of view is mostly air.
+    box = masks.bounding_box(
+        labels > 0, margin_vox=int(np.ceil(2.0 / min(ct.header.get_zooms()[:3])))
+    )
+    subtitle = ", ".join(
+        f"{k} {metrics[k]:.3f}" for k in ("body_dice", "skeleton_dice") if k in metrics
+    )
+    if "jacobian_min" in metrics:
+        subtitle += f", Jacobian {metrics['jacobian_min']:.2f}–{metrics['jacobian_max']:.2f}"
+    if flags:
+        subtitle += "\nFLAGGED: " + ", ".join(flags)
+    figures.registration_qc_figure(
+        hu[box],
+        labels[box],
+        registration.crop_affine(ct.affine, box),
+        f"{title}\n{subtitle}",
+        Path(out_png),
+        names,
+        flagged=bool(flags),
+    )
 
 
 def quantify_scan(
@@ -169,14 +291,17 @@ def quantify_scan(
     pet_json: Path,
     labels_pet: Path,
     labels_ct: Path,
-    label_table: Path,
+    label_tsv: Path,
+    regqc_json: Path,
+    pet_to_ct_json: Path,
     animal: dict,
     scan: dict,
     tissue_density_g_per_ml: float,
     small_organ_ml: float,
     out_tsv: Path,
 ) -> None:
-    """Per-organ table of one scan (see homing.quantify.organ_table for the columns)."""
+    """Per-organ table of one scan (see homing.quantify.organ_table for the columns), with
+    the scan's registration QC metrics and flags on every row."""
     sidecar = _read_json(pet_json)
     pet_img, lab_pet, lab_ct = (nib.load(str(p)) for p in (pet_nii, labels_pet, labels_ct))
     if not np.allclose(pet_img.affine, lab_pet.affine, atol=1e-4):
@@ -187,11 +312,12 @@ def quantify_scan(
         np.asarray(lab_ct.dataobj).astype(np.uint8),
         float(abs(np.linalg.det(lab_ct.affine[:3, :3]))) / 1000.0,
         sidecar,
-        pd.read_csv(label_table, sep="\t"),
+        pd.read_csv(label_tsv, sep="\t"),
         animal,
         tissue_density_g_per_ml,
         small_organ_ml,
     )
+    table = quantify.with_registration_qc(table, _read_json(regqc_json), _read_json(pet_to_ct_json))
     write_tsv(
         quantify.with_scan_columns(table, quantify.scan_columns(sidecar, animal, scan)),
         Path(out_tsv),
@@ -226,14 +352,20 @@ def _write_json(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def registration_qc(
-    ct_nii: Path, labels_ct: Path, label_table: Path, title: str, out_png: Path
+def registration_qc_table(
+    qc_jsons: list[Path], sessions: list[tuple[str, str]], out_tsv: Path
 ) -> None:
-    """QC figure: warped atlas organ outlines on the scan's CT."""
-    ct, lab = nib.load(str(ct_nii)), nib.load(str(labels_ct))
-    if not np.allclose(ct.affine, lab.affine, atol=1e-4) or ct.shape != lab.shape:
-        raise HomingError(f"{labels_ct} is not on the grid of {ct_nii}")
-    names = pd.read_csv(label_table, sep="\t").set_index("label").name.to_dict()
-    figures.registration_qc_figure(
-        np.asarray(ct.dataobj), np.asarray(lab.dataobj), ct.affine, title, Path(out_png), names
-    )
+    """One row per scan: registration QC metrics, thresholds passed or not, flags."""
+    rows = []
+    for path, (animal, session) in zip(qc_jsons, sessions, strict=True):
+        record = _read_json(path)
+        rows.append(
+            {
+                "animal_id": animal,
+                "session_id": session,
+                **record["metrics"],
+                "flags": ";".join(record["flags"]),
+                "passed": not record["flags"],
+            }
+        )
+    write_tsv(pd.DataFrame(rows), Path(out_tsv))

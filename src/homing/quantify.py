@@ -75,7 +75,8 @@ def organ_table(
 ) -> pd.DataFrame:
     """One row per atlas organ: volume, decay-corrected mean Bq/mL, %ID, %ID/g, SUVbw, cells.
 
-    ``organs`` is the atlas label table (columns label, name). Volumes come from the label
+    ``organs`` is the scan's label table (columns label, name and optionally source: "atlas",
+    or "user_mask" / "threshold" for user ROIs). Volumes come from the label
     map on the (finer) CT grid; concentrations from the label map on the PET grid.
     """
     if pet_bq_per_ml.shape != labels_on_pet.shape:
@@ -116,6 +117,7 @@ def organ_table(
             {
                 "organ": organ.name,
                 "label": lab,
+                "region_source": getattr(organ, "source", "atlas"),
                 "volume_ml": volume_ml,
                 "pet_voxels": int(n_pet[lab]),
                 "mean_bq_per_ml_as_stored": mean_scan,
@@ -132,6 +134,25 @@ def organ_table(
             }
         )
     return pd.DataFrame(rows)
+
+
+def with_registration_qc(table: pd.DataFrame, regqc: dict, pet_to_ct: dict) -> pd.DataFrame:
+    """Add the scan's registration QC metrics as columns and its QC flags to every row's
+    ``flags``, so a badly registered scan cannot be used without it showing."""
+    metrics = regqc.get("metrics", {})
+    scan_flags = list(regqc.get("flags", []))
+    if pet_to_ct.get("identity_rejected"):
+        scan_flags.append("pet_ct_misaligned_despite_shared_frame")
+    out = table.copy()
+    for key in ("body_dice", "skeleton_dice", "jacobian_min", "jacobian_max"):
+        out[f"registration_{key}"] = float(metrics.get(key, float("nan")))
+    out["pet_to_ct_method"] = pet_to_ct.get("method", "")
+
+    def joined(existing: str) -> str:
+        return ";".join([f for f in str(existing).split(";") if f] + scan_flags)
+
+    out["flags"] = [joined(f) for f in out["flags"]]
+    return out
 
 
 def scan_columns(sidecar: dict, animal: dict, scan: dict) -> dict:

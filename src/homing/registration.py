@@ -2,7 +2,9 @@
 
 Conventions (ITK/ANTs): a transform written by a registration with ``fixed`` F and
 ``moving`` M maps points of F's space to M's space; listing it in ``apply_transforms``
-with F as reference resamples M onto F's grid.
+with F as reference resamples M onto F's grid. To chain registrations (atlas → reference
+session → this session), list this session's transforms (fixed = this CT) first, then the
+reference session's (fixed = reference CT): one resampling through the whole chain.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from scipy import ndimage
+
+from homing import HomingError, atlas, masks
 
 #: Air is 0, water 1, cortical bone ≈ 2–3 in this scale, so that intensity centres of mass
 #: (ANTs' default initialisation) sit at the body, not at the air around it.
@@ -23,6 +29,15 @@ ATTENUATION_CLIP = (0.0, 3.0)
 #: iterations at full working resolution took 70 s for no Dice gain.
 SYN_ITERATIONS = (40, 20, 0)
 AFFINE_ITERATIONS = (500, 250, 100)
+#: Every linear (rigid/affine) stage: Mattes MI over three levels of the working grid.
+LINEAR_STAGES = {
+    "aff_metric": "mattes",
+    "aff_iterations": AFFINE_ITERATIONS,
+    "aff_shrink_factors": (4, 2, 1),
+    "aff_smoothing_sigmas": (2, 1, 0),
+}
+#: Every SyN stage: Mattes MI, SYN_ITERATIONS.
+SYN_STAGES = {"syn_metric": "mattes", "reg_iterations": SYN_ITERATIONS}
 
 
 def set_threads(threads: int) -> None:
@@ -36,13 +51,96 @@ def _ants():
     return ants
 
 
+# --- grids: nibabel (RAS) ↔ ITK/ANTs (LPS) -------------------------------------------------
+
+#: ITK works in LPS; NIfTI affines (nibabel) are RAS. Same voxel index order in both.
+_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+
+
+def ants_image(arr: np.ndarray, affine: np.ndarray):
+    """An ANTs image of ``arr`` (float32) on the grid of a RAS ``affine`` (mm)."""
+    ants = _ants()
+    lin = np.asarray(affine, dtype=float)[:3, :3]
+    spacing = np.linalg.norm(lin, axis=0)
+    return ants.from_numpy(
+        np.ascontiguousarray(arr, dtype=np.float32),
+        origin=tuple(float(v) for v in _RAS_TO_LPS @ np.asarray(affine, float)[:3, 3]),
+        spacing=tuple(float(v) for v in spacing),
+        direction=_RAS_TO_LPS @ lin / spacing,
+    )
+
+
+def ras_affine(img) -> np.ndarray:
+    """The RAS affine (mm) of an ANTs image's grid."""
+    out = np.eye(4)
+    out[:3, :3] = _RAS_TO_LPS @ np.asarray(img.direction) @ np.diag(img.spacing)
+    out[:3, 3] = _RAS_TO_LPS @ np.asarray(img.origin)
+    return out
+
+
+def crop_affine(affine: np.ndarray, box: tuple[slice, slice, slice], step: int = 1):
+    """Affine of ``array[box]`` (optionally strided by ``step``) given the full array's."""
+    out = np.array(affine, dtype=float)
+    out[:3, 3] = affine[:3, :3] @ np.array([s.start or 0 for s in box], float) + affine[:3, 3]
+    out[:3, :3] = affine[:3, :3] * step
+    return out
+
+
+def voxel_edge_mm(affine: np.ndarray) -> float:
+    """The largest voxel edge of a grid (mm)."""
+    return float(np.linalg.norm(np.asarray(affine)[:3, :3], axis=0).max())
+
+
+#: Grid (mm) on which the body's bounding box is first found: coarse enough to be cheap on a
+#: 512×512×700 micro-CT, fine enough for a mouse's outline.
+BOX_SEARCH_MM = 0.8
+
+
+def body_box(hu: np.ndarray, affine: np.ndarray, margin_mm: float) -> tuple[slice, ...]:
+    """Bounding box (voxel slices) of the animal's body in a CT (HU), found on a strided copy
+    and widened by ``margin_mm``. The bed or cradle is excluded (masks.body_mask)."""
+    voxel_mm = voxel_edge_mm(affine)
+    step = max(1, int(round(BOX_SEARCH_MM / voxel_mm)))
+    body = masks.body_mask(hu[::step, ::step, ::step], voxel_mm * step)
+    if not body.any():
+        raise HomingError("the CT shows no body (nothing above -500 HU); is it a CT in HU?")
+    coarse = masks.bounding_box(body, margin_vox=int(np.ceil(margin_mm / (voxel_mm * step))) + 1)
+    return tuple(
+        slice(max(0, s.start * step), min(n, s.stop * step))
+        for s, n in zip(coarse, hu.shape, strict=True)
+    )
+
+
+def working_image(path: Path, voxel_mm: float):
+    """The body of a CT (or the atlas template), as relative attenuation at ``voxel_mm``.
+
+    Crops to the body (the rest of a micro-CT's field of view is air and bed), smooths
+    against aliasing, resamples, and sets everything outside the body mask — bed and
+    cradle included — to air, so neither the registration metric nor ANTs' centre-of-mass
+    initialisation sees them.
+    """
+    ants = _ants()
+    img = nib.load(str(path))
+    hu = np.asarray(img.dataobj)
+    if hu.ndim != 3:
+        raise HomingError(f"{path}: a CT must be one 3-D volume, not shape {hu.shape}")
+    box = body_box(hu, img.affine, margin_mm=2.0)
+    crop = ants_image(hu[box], crop_affine(img.affine, box))
+    del hu
+    source_mm = voxel_edge_mm(img.affine)
+    if source_mm < voxel_mm:
+        crop = ants.smooth_image(crop, sigma=0.5 * voxel_mm, sigma_in_physical_coordinates=True)
+    work = at_voxel_size(crop, voxel_mm)
+    hu_w = work.numpy()
+    body = ndimage.binary_dilation(masks.body_mask(hu_w, voxel_mm), iterations=1)
+    att = np.where(body, np.clip((hu_w + 1000.0) / 1000.0, *ATTENUATION_CLIP), 0.0)
+    return work.new_image_like(att.astype(np.float32))
+
+
 def attenuation(hu_img):
     """HU → relative attenuation (HU + 1000) / 1000, clipped to ATTENUATION_CLIP."""
-    ants = _ants()
     arr = np.clip((hu_img.numpy() + 1000.0) / 1000.0, *ATTENUATION_CLIP).astype(np.float32)
-    return ants.from_numpy(
-        arr, origin=hu_img.origin, spacing=hu_img.spacing, direction=hu_img.direction
-    )
+    return hu_img.new_image_like(arr)
 
 
 def at_voxel_size(img, voxel_mm: float):
@@ -51,6 +149,9 @@ def at_voxel_size(img, voxel_mm: float):
     if np.allclose(img.spacing, voxel_mm):
         return img
     return ants.resample_image(img, (voxel_mm,) * 3, use_voxels=False, interp_type=0)
+
+
+# --- CT → atlas, CT → reference session -----------------------------------------------------
 
 
 def register_ct_to_atlas(
@@ -65,13 +166,11 @@ def register_ct_to_atlas(
 ) -> list[Path]:
     """Register the atlas template (moving) to a CT (fixed) at ``working_voxel_mm``.
 
-    Writes the affine (.mat) and, for SyN variants, the warp field (.nii.gz). Returns the
-    transform list in the order ``apply_transforms`` takes it (atlas → CT resampling).
+    Both images are first reduced to the body (``working_image``). Writes the affine
+    (.mat) and, for SyN variants, the warp field (.nii.gz). Returns the transform list in
+    the order ``apply_transforms`` takes it (atlas → CT resampling).
     """
-    set_threads(threads)
-    ants = _ants()
-    fixed = at_voxel_size(attenuation(ants.image_read(str(ct_path))), working_voxel_mm)
-    moving = at_voxel_size(attenuation(ants.image_read(str(template_path))), working_voxel_mm)
+    ants, fixed, moving = _working_pair(ct_path, template_path, working_voxel_mm, threads)
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
         reg = ants.registration(
             fixed=fixed,
@@ -79,25 +178,103 @@ def register_ct_to_atlas(
             type_of_transform=transform,
             outprefix=str(Path(tmp) / "atlas_to_ct_"),
             random_seed=random_seed,
-            aff_metric="mattes",
-            syn_metric="mattes",
-            reg_iterations=SYN_ITERATIONS,
-            aff_iterations=AFFINE_ITERATIONS,
-            aff_shrink_factors=(4, 2, 1),
-            aff_smoothing_sigmas=(2, 1, 0),
+            **LINEAR_STAGES,
+            **SYN_STAGES,
         )
-        fwd = list(reg["fwdtransforms"])
-        out: list[Path] = []
-        for src in fwd:
-            is_warp = src.endswith(".nii.gz")
-            if is_warp and out_warp is None:
-                raise RuntimeError(f"registration wrote a warp field but no output for {src}")
-            dest = Path(out_warp) if is_warp else Path(out_affine)
-            _move(Path(src), dest)
-            out.append(dest)
+        return _keep_transforms(list(reg["fwdtransforms"]), Path(out_affine), out_warp)
+
+
+def register_ct_to_reference(
+    ct_path: Path,
+    reference_ct_path: Path,
+    out_rigid: Path,
+    out_warp: Path,
+    working_voxel_mm: float,
+    random_seed: int,
+    threads: int,
+) -> list[Path]:
+    """Register an animal's reference-session CT (moving) to another session's CT (fixed):
+    rigid (Mattes MI, centre-of-mass start), then SyN for what positioning and the animal
+    changed. Same working resolution and iterations as CT → atlas.
+
+    Returns [warp, rigid], the order ``apply_transforms`` takes (reference → session).
+    """
+    ants, fixed, moving = _working_pair(ct_path, reference_ct_path, working_voxel_mm, threads)
+    with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
+        rigid = ants.registration(
+            fixed=fixed,
+            moving=moving,
+            type_of_transform="Rigid",
+            outprefix=str(Path(tmp) / "rigid_"),
+            random_seed=random_seed,
+            **LINEAR_STAGES,
+        )
+        rigid_mat = Path(rigid["fwdtransforms"][0])
+        syn = ants.registration(
+            fixed=fixed,
+            moving=moving,
+            type_of_transform="SyNOnly",
+            initial_transform=[str(rigid_mat)],
+            outprefix=str(Path(tmp) / "syn_"),
+            random_seed=random_seed,
+            **SYN_STAGES,
+        )
+        warps = [t for t in syn["fwdtransforms"] if t.endswith(".nii.gz")]
+        if len(warps) != 1:
+            raise RuntimeError(f"SyNOnly returned {syn['fwdtransforms']}, expected one warp")
+        _move(Path(warps[0]), Path(out_warp))
+        _move(rigid_mat, Path(out_rigid))
+    return [Path(out_warp), Path(out_rigid)]
+
+
+def _working_pair(fixed_path: Path, moving_path: Path, voxel_mm: float, threads: int):
+    """(ants, fixed, moving): threads pinned, both CTs as ``working_image`` at voxel_mm."""
+    set_threads(threads)
+    return _ants(), working_image(fixed_path, voxel_mm), working_image(moving_path, voxel_mm)
+
+
+def _keep_transforms(fwd: list[str], out_affine: Path, out_warp: Path | None) -> list[Path]:
+    out: list[Path] = []
+    for src in fwd:
+        is_warp = src.endswith(".nii.gz")
+        if is_warp and out_warp is None:
+            raise RuntimeError(f"registration wrote a warp field but no output for {src}")
+        dest = Path(out_warp) if is_warp else Path(out_affine)
+        _move(Path(src), dest)
+        out.append(dest)
     if out_warp is not None and Path(out_warp) not in out:
-        raise RuntimeError(f"transform {transform} wrote no warp field for {out_warp}")
+        raise RuntimeError(f"registration wrote no warp field for {out_warp}")
     return out
+
+
+# --- PET → CT --------------------------------------------------------------------------------
+
+
+def pet_volume(path: Path):
+    """The PET as one 3-D ANTs image (a dynamic series is averaged over its frames)."""
+    img = nib.load(str(path))
+    arr = np.asarray(img.dataobj, dtype=np.float32)
+    if arr.ndim == 4:
+        arr = arr.mean(axis=3)
+    return ants_image(arr, img.affine)
+
+
+def transform_displacement_mm(mat: Path, points_lps: np.ndarray) -> tuple[float, float]:
+    """(RMS, max) distance (mm) a transform file moves ``points_lps`` (an N × 3 array)."""
+    ants = _ants()
+    tx = ants.read_transform(str(mat))
+    moved = np.array([tx.apply_to_point(tuple(p)) for p in points_lps])
+    dist = np.linalg.norm(moved - points_lps, axis=1)
+    return float(np.sqrt(np.mean(dist**2))), float(dist.max())
+
+
+def body_points_lps(img, max_points: int = 4000) -> np.ndarray:
+    """Up to ``max_points`` evenly strided voxel centres (LPS mm) of an image's nonzero
+    voxels: the body, in a ``working_image``."""
+    idx = np.argwhere(img.numpy() > 0)
+    idx = idx[:: max(1, len(idx) // max_points)]
+    aff = ras_affine(img)
+    return (_RAS_TO_LPS @ (aff[:3, :3] @ idx.T + aff[:3, 3:4])).T
 
 
 def register_pet_to_ct(
@@ -107,79 +284,169 @@ def register_pet_to_ct(
     out_affine: Path,
     random_seed: int,
     threads: int,
-) -> str:
-    """Rigid PET → CT (Mattes mutual information) unless both share a frame of reference, in
-    which case scanner coordinates already agree and the transform is the identity.
+    identity_tolerance_mm: float = 2.0,
+) -> dict:
+    """PET (moving) → CT (fixed) transform, written to ``out_affine``.
 
-    Returns "identity (shared FrameOfReferenceUID)" or "rigid (mutual information)".
+    * Separate frames of reference: rigid registration, Mattes mutual information, started
+      from the centres of mass.
+    * Shared frame: scanner coordinates should already agree. That is verified, not trusted:
+      a rigid registration started from the identity must move the body's voxels by no more
+      than ``identity_tolerance_mm`` (RMS: a PET's soft edges leave rotation about the long
+      axis a little loose, which the RMS weighs fairly and the farthest corner does not);
+      then the identity is written, otherwise the rigid result is used and
+      ``identity_rejected`` is set.
+
+    Returns {method, identity_rejected, rigid_rms_displacement_mm,
+    rigid_max_displacement_mm, identity_tolerance_mm}.
     """
     set_threads(threads)
     ants = _ants()
-    if same_frame:
-        tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
-        tmp = Path(out_affine).with_name(f".{Path(out_affine).name}.tmp.mat")
-        ants.write_transform(tx, str(tmp))
-        os.replace(tmp, out_affine)
-        return "identity (shared FrameOfReferenceUID)"
-    fixed = attenuation(ants.image_read(str(ct_path)))
-    fixed = at_voxel_size(fixed, max(ants.image_read(str(pet_path)).spacing))
-    moving = ants.image_read(str(pet_path))
+    moving = pet_volume(pet_path)
+    fixed = working_image(ct_path, max(moving.spacing))
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
         reg = ants.registration(
             fixed=fixed,
             moving=moving,
             type_of_transform="Rigid",
+            initial_transform="Identity" if same_frame else None,
             outprefix=str(Path(tmp) / "pet_to_ct_"),
             random_seed=random_seed,
-            aff_metric="mattes",
+            **LINEAR_STAGES,
         )
-        _move(Path(reg["fwdtransforms"][0]), Path(out_affine))
-    return "rigid (mutual information)"
+        rigid = Path(reg["fwdtransforms"][0])
+        moved_mm, moved_max_mm = transform_displacement_mm(rigid, body_points_lps(fixed))
+        if same_frame and moved_mm <= identity_tolerance_mm:
+            tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
+            identity = Path(tmp) / "identity.mat"
+            ants.write_transform(tx, str(identity))
+            _move(identity, Path(out_affine))
+            method = "identity (shared FrameOfReferenceUID, verified)"
+        else:
+            _move(rigid, Path(out_affine))
+            method = "rigid (mutual information)"
+    return {
+        "method": method,
+        "identity_rejected": bool(same_frame and moved_mm > identity_tolerance_mm),
+        "rigid_rms_displacement_mm": round(moved_mm, 4),
+        "rigid_max_displacement_mm": round(moved_max_mm, 4),
+        "identity_tolerance_mm": identity_tolerance_mm,
+    }
+
+
+# --- carrying labels and images between grids -----------------------------------------------
 
 
 def warp_labels(
-    moving_labels: Path, reference: Path, transforms: list[Path], invert: list[bool], out_path: Path
+    moving_labels: Path, ct_path: Path, transforms: list[Path], invert: list[bool], out_path: Path
 ) -> None:
-    """Carry a label map onto ``reference``'s grid with nearest-label interpolation (uint8)."""
+    """Carry a label map onto a CT's grid with nearest-label interpolation (uint8).
+
+    Only the CT's body box is resampled; the rest is background. Keeps a 512×512×700
+    micro-CT's label map to one uint8 copy in memory.
+    """
     ants = _ants()
-    moving = ants.image_read(str(moving_labels))
-    ref = ants.image_read(str(reference))
+    ref = nib.load(str(ct_path))
+    box = body_box(np.asarray(ref.dataobj), ref.affine, margin_mm=3.0)
+    grid = ants_image(
+        np.zeros([s.stop - s.start for s in box], np.float32), crop_affine(ref.affine, box)
+    )
     warped = ants.apply_transforms(
-        fixed=ref,
-        moving=moving,
+        fixed=grid,
+        moving=ants.image_read(str(moving_labels)),
         transformlist=[str(t) for t in transforms],
         whichtoinvert=list(invert),
         interpolator="genericLabel",
     )
-    arr = np.rint(warped.numpy()).astype(np.uint8)
-    img = ants.from_numpy(arr, origin=ref.origin, spacing=ref.spacing, direction=ref.direction)
-    _write_image(img, Path(out_path), pixeltype="unsigned char")
+    full = np.zeros(ref.shape[:3], dtype=np.uint8)
+    full[box] = np.rint(warped.numpy()).astype(np.uint8)
+    atlas.write_nifti_atomic(nib.Nifti1Image(full, ref.affine), Path(out_path))
+
+
+def fractional_masks(
+    labels_ct: Path, pet_path: Path, pet_to_ct: Path, supersampling: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-label fraction of each PET voxel's volume, from the CT-space label map.
+
+    Each PET voxel is split into ``supersampling``³ sub-voxels; each sub-voxel centre takes
+    the label of the CT-grid voxel it falls in (through the PET → CT transform), and the
+    fraction of a label is its share of the sub-voxels. Only the box around the labelled
+    body is sampled. Returns (fractions [x, y, z, n] float32, labels [n], label map on the
+    PET grid = the label with the largest share, background included).
+    """
+    ants = _ants()
+    k = int(supersampling)
+    if k < 1:
+        raise HomingError(f"fractional mask supersampling must be >= 1, not {k}")
+    pet = nib.load(str(pet_path))
+    shape = pet.shape[:3]
+    lab_img = nib.load(str(labels_ct))
+    lab = np.asarray(lab_img.dataobj).astype(np.uint8)
+    present = np.flatnonzero(np.bincount(lab.ravel(), minlength=256)[1:]) + 1
+    lbox = masks.bounding_box(lab > 0, margin_vox=1)
+    moving = ants_image(lab[lbox], crop_affine(lab_img.affine, lbox))
+    del lab
+    # First pass at PET resolution: where on the PET grid is the labelled body?
+    coarse = ants.apply_transforms(
+        fixed=ants_image(np.zeros(shape, np.float32), pet.affine),
+        moving=moving,
+        transformlist=[str(pet_to_ct)],
+        whichtoinvert=[True],
+        interpolator="genericLabel",
+    ).numpy()
+    fractions = np.zeros((*shape, len(present)), dtype=np.float32)
+    pet_labels = np.zeros(shape, dtype=np.uint8)
+    if not coarse.any():
+        return fractions, present, pet_labels
+    box = masks.bounding_box(coarse > 0, margin_vox=1)
+    sub_shape = tuple((s.stop - s.start) * k for s in box)
+    sub_aff = np.array(pet.affine, dtype=float)
+    start = np.array([s.start for s in box], float) - 0.5 + 0.5 / k
+    sub_aff[:3, 3] = pet.affine[:3, :3] @ start + pet.affine[:3, 3]
+    sub_aff[:3, :3] = pet.affine[:3, :3] / k
+    fine = ants.apply_transforms(
+        fixed=ants_image(np.zeros(sub_shape, np.float32), sub_aff),
+        moving=moving,
+        transformlist=[str(pet_to_ct)],
+        whichtoinvert=[True],
+        interpolator="genericLabel",
+    ).numpy()
+    fine = np.rint(fine).astype(np.uint8)
+    b = [s.stop - s.start for s in box]
+    blocks = fine.reshape(b[0], k, b[1], k, b[2], k)
+    best = np.full(b, 0.0, dtype=np.float32)
+    winner = np.zeros(b, dtype=np.uint8)
+    for i, label in enumerate(present):
+        # float32 throughout, so that equal shares compare equal: ties go to the lower label.
+        share = (blocks == label).sum(axis=(1, 3, 5), dtype=np.int32).astype(np.float32)
+        share /= np.float32(k**3)
+        fractions[box + (i,)] = share
+        better = share > best
+        winner[better], best[better] = label, share[better]
+    # Background wins where it holds more than any organ.
+    background = 1.0 - fractions[box].sum(axis=3)
+    winner[background > best] = 0
+    pet_labels[box] = winner
+    return fractions, present, pet_labels
 
 
 def resample_to(
     moving: Path, reference: Path, transforms: list[Path], invert: list[bool], out_path: Path
 ) -> None:
-    """Resample an intensity image onto ``reference``'s grid (linear), e.g. PET into CT space."""
+    """Resample an intensity image onto ``reference``'s grid (linear), e.g. PET into CT
+    space. A dynamic series is averaged over frames first (see pet_volume)."""
     ants = _ants()
-    ref = ants.image_read(str(reference))
+    ref = nib.load(str(reference))
     warped = ants.apply_transforms(
-        fixed=ref,
-        moving=ants.image_read(str(moving)),
+        fixed=ants_image(np.zeros(ref.shape[:3], np.float32), ref.affine),
+        moving=pet_volume(moving),
         transformlist=[str(t) for t in transforms],
         whichtoinvert=list(invert),
         interpolator="linear",
     )
-    _write_image(warped, Path(out_path))
-
-
-def _write_image(img, path: Path, pixeltype: str | None = None) -> None:
-    ants = _ants()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    if pixeltype:
-        img = img.clone(pixeltype)
-    ants.image_write(img, str(tmp))
-    os.replace(tmp, path)
+    atlas.write_nifti_atomic(
+        nib.Nifti1Image(warped.numpy().astype(np.float32), ref.affine), Path(out_path)
+    )
 
 
 def _move(src: Path, dest: Path) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from homing import HomingError
 from homing.nuclides import lookup
+from homing.roi import parse_roi_masks
 
 
 def load_schema(path: Path) -> dict:
@@ -146,6 +147,14 @@ class Study:
         """(animal_id, session_id) for every scan, in sheet order."""
         return list(zip(self.scans.animal_id, self.scans.session_id, strict=True))
 
+    def reference_session(self, animal_id: str) -> str:
+        """The session of an animal whose CT is registered to the atlas: animals.tsv's
+        ``reference_session`` when given, else the animal's first session in scans.tsv."""
+        given = self.animal(animal_id).get("reference_session")
+        if isinstance(given, str) and given:
+            return given
+        return next(s for a, s in self.sessions() if a == animal_id)
+
 
 def load_study(config: dict, schemas_dir: Path) -> Study:
     """Validate config and sheets and check them against each other and the disk."""
@@ -180,6 +189,19 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
                     f"{scans_path}: row {line}, column {col}: DICOM folder {folder} does not exist"
                 )
             scans.loc[line, col] = str(folder.resolve())
+        roi_cell = row.get("roi_masks")
+        if isinstance(roi_cell, str) and roi_cell:
+            where = f"{scans_path}: row {line}, column roi_masks"
+            try:
+                resolved = []
+                for name, mask in parse_roi_masks(roi_cell, where):
+                    mask = mask if mask.is_absolute() else scans_path.parent / mask
+                    if not mask.is_file():
+                        problems.append(f"{where}: ROI mask {mask} ({name}) does not exist")
+                    resolved.append(f"{name}={mask.resolve()}")
+                scans.loc[line, "roi_masks"] = ";".join(resolved)
+            except HomingError as exc:
+                problems.append(str(exc))
         try:
             lookup(row.tracer_nuclide, source=f"{scans_path}: row {line}, column tracer_nuclide")
         except HomingError as exc:
@@ -202,6 +224,15 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
                 )
             elif labelled > infused:
                 problems.append(f"{where}: labelling is after infusion_datetime; check both")
+    for line, row in animals.iterrows():
+        ref = row.get("reference_session")
+        if isinstance(ref, str) and ref:
+            own = set(scans[scans.animal_id == row.animal_id].session_id)
+            if ref not in own:
+                problems.append(
+                    f"{animals_path}: row {line}, column reference_session: {row.animal_id} "
+                    f"has no session {ref!r} in {scans_path} (it has {sorted(own)})"
+                )
     if problems:
         raise HomingError("inconsistent study sheets:\n  " + "\n  ".join(problems))
     return Study(animals, scans, animals_path, scans_path)

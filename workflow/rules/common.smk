@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from homing.pipeline import series_uid, sheet_overrides
+from homing.roi import parse_roi_masks
 from homing.study import load_study
 
 STUDY = load_study(config, Path(workflow.basedir) / "workflow" / "schemas")
@@ -36,10 +37,64 @@ def sessions_of(animal):
     return [s for a, s in STUDY.sessions() if a == animal]
 
 
+def goes_to_atlas(animal, session):
+    """Whether this session's CT is registered to the atlas itself (else to its animal's
+    reference session, when registration is longitudinal)."""
+    longitudinal = config["registration"]["longitudinal"]
+    return not longitudinal or STUDY.reference_session(animal) == session
+
+
+def reference_ct(wildcards):
+    ref = STUDY.reference_session(wildcards.animal)
+    return scan_path("anat", "ct.nii.gz", wildcards.animal, ref)
+
+
+def atlas_to_ct_transforms(wildcards):
+    """The transforms carrying atlas labels onto this CT, in apply_transforms order: this
+    session's own registrations first, then its reference session's to the atlas."""
+    a, s = wildcards.animal, wildcards.session
+    atlas_ref = s if goes_to_atlas(a, s) else STUDY.reference_session(a)
+    own = (
+        []
+        if goes_to_atlas(a, s)
+        else [
+            scan_path("xfm", "from-ref_to-ct_warp.nii.gz", a, s),
+            scan_path("xfm", "from-ref_to-ct_rigid.mat", a, s),
+        ]
+    )
+    return own + [
+        scan_path("xfm", "from-atlas_to-ct_warp.nii.gz", a, atlas_ref),
+        scan_path("xfm", "from-atlas_to-ct_affine.mat", a, atlas_ref),
+    ]
+
+
+def deformable_warps(wildcards):
+    return [t for t in atlas_to_ct_transforms(wildcards) if t.endswith("_warp.nii.gz")]
+
+
+def warp_grids(wildcards):
+    """The CT each deformable warp was registered on (its fixed image): its body mask
+    limits where the warp's Jacobian is judged."""
+    a, s = wildcards.animal, wildcards.session
+    if goes_to_atlas(a, s):
+        return [scan_path("anat", "ct.nii.gz", a, s)]
+    ref = STUDY.reference_session(a)
+    return [
+        scan_path("anat", "ct.nii.gz", a, s),
+        scan_path("anat", "ct.nii.gz", a, ref),
+    ]
+
+
+def roi_mask_files(wildcards):
+    return [
+        str(p) for _, p in parse_roi_masks(scan_row(wildcards).get("roi_masks"), "")
+    ]
+
+
 def all_outputs():
     animals = sorted({a for a, _ in STUDY.sessions()})
     return (
-        ["results/study_organs.tsv"]
+        ["results/study_organs.tsv", "results/registration_qc.tsv"]
         + [animal_path("organs.tsv", a) for a in animals]
         + [animal_path("desc-tac_plot.png", a) for a in animals]
         + [

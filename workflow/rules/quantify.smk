@@ -4,7 +4,9 @@ rule quantify_scan:
         pet_json=scan_path("pet", "pet.json"),
         labels_pet=scan_path("pet", "space-pet_dseg.nii.gz"),
         labels_ct=scan_path("anat", "space-ct_dseg.nii.gz"),
-        table="resources/atlas/labels.tsv",
+        table=scan_path("anat", "space-ct_dseg.tsv"),
+        regqc=scan_path("figures", "desc-regqc.json"),
+        pet_to_ct=scan_path("xfm", "from-pet_to-ct_xfm.json"),
     output:
         scan_path("pet", "organs.tsv"),
     log:

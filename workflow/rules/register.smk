@@ -7,6 +7,7 @@ rule pet_to_ct:
     output:
         mat=scan_path("xfm", "from-pet_to-ct_xfm.mat"),
         json=scan_path("xfm", "from-pet_to-ct_xfm.json"),
+        pet_in_ct=scan_path("pet", "space-ct_pet.nii.gz"),
     log:
         "logs/sub-{animal}/ses-{session}/pet_to_ct.log",
     group:
@@ -15,10 +16,11 @@ rule pet_to_ct:
         "../envs/homing.yaml"
     threads: config["registration"]["threads"]
     resources:
-        mem_mb=2000,
+        mem_mb=3000,
         runtime=10,
     params:
         seed=config["registration"]["random_seed"],
+        tolerance_mm=config["registration"]["pet_ct_identity_tolerance_mm"],
     script:
         "../scripts/pet_to_ct.py"
 
@@ -48,17 +50,45 @@ rule ct_to_atlas:
         "../scripts/ct_to_atlas.py"
 
 
+rule ct_to_reference:
+    input:
+        ct=scan_path("anat", "ct.nii.gz"),
+        reference=reference_ct,
+    output:
+        rigid=scan_path("xfm", "from-ref_to-ct_rigid.mat"),
+        warp=scan_path("xfm", "from-ref_to-ct_warp.nii.gz"),
+    log:
+        "logs/sub-{animal}/ses-{session}/ct_to_reference.log",
+    benchmark:
+        "benchmarks/sub-{animal}/ses-{session}/ct_to_reference.tsv"
+    conda:
+        "../envs/homing.yaml"
+    threads: config["registration"]["threads"]
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    params:
+        voxel_mm=config["registration"]["working_voxel_mm"],
+        seed=config["registration"]["random_seed"],
+    script:
+        "../scripts/ct_to_reference.py"
+
+
 rule labels_to_scan:
     input:
         labels="resources/atlas/labels.nii.gz",
+        table="resources/atlas/labels.tsv",
         ct=scan_path("anat", "ct.nii.gz"),
         pet=scan_path("pet", "pet.nii.gz"),
-        affine=scan_path("xfm", "from-atlas_to-ct_affine.mat"),
-        warp=scan_path("xfm", "from-atlas_to-ct_warp.nii.gz"),
+        transforms=atlas_to_ct_transforms,
         pet_to_ct=scan_path("xfm", "from-pet_to-ct_xfm.mat"),
+        rois=roi_mask_files,
     output:
         ct=scan_path("anat", "space-ct_dseg.nii.gz"),
+        ct_tsv=scan_path("anat", "space-ct_dseg.tsv"),
         pet=scan_path("pet", "space-pet_dseg.nii.gz"),
+        probseg=scan_path("pet", "space-pet_probseg.nii.gz"),
+        probseg_tsv=scan_path("pet", "space-pet_probseg.tsv"),
     log:
         "logs/sub-{animal}/ses-{session}/labels_to_scan.log",
     group:
@@ -68,5 +98,9 @@ rule labels_to_scan:
     resources:
         mem_mb=3000,
         runtime=10,
+    params:
+        roi_masks=lambda w: scan_row(w).get("roi_masks"),
+        roi_where=lambda w: f"scans.tsv {w.animal}/{w.session}, column roi_masks",
+        supersampling=config["registration"]["fractional_supersampling"],
     script:
         "../scripts/labels_to_scan.py"

@@ -26,15 +26,18 @@ rule registration_qc:
     input:
         ct=scan_path("anat", "ct.nii.gz"),
         labels=scan_path("anat", "space-ct_dseg.nii.gz"),
-        table="resources/atlas/labels.tsv",
+        table=scan_path("anat", "space-ct_dseg.tsv"),
+        warps=deformable_warps,
+        warp_grids=warp_grids,
     output:
-        report(
+        figure=report(
             scan_path("figures", "desc-regqc_plot.png"),
             caption="../report/registration_qc.rst",
             category="Registration QC",
             subcategory="{animal}",
             labels={"animal": "{animal}", "session": "{session}"},
         ),
+        json=scan_path("figures", "desc-regqc.json"),
     log:
         "logs/sub-{animal}/ses-{session}/registration_qc.log",
     group:
@@ -42,9 +45,34 @@ rule registration_qc:
     conda:
         "../envs/homing.yaml"
     resources:
-        mem_mb=2000,
+        mem_mb=3000,
         runtime=5,
     params:
+        thresholds=config["qc"],
         title=lambda w: f"sub-{w.animal} ses-{w.session}: atlas organs on CT",
     script:
         "../scripts/registration_qc.py"
+
+
+rule registration_qc_table:
+    input:
+        lambda w: [
+            scan_path("figures", "desc-regqc.json", a, s) for a, s in STUDY.sessions()
+        ],
+    output:
+        report(
+            "results/registration_qc.tsv",
+            caption="../report/registration_qc_table.rst",
+            category="Registration QC",
+        ),
+    log:
+        "logs/registration_qc_table.log",
+    conda:
+        "../envs/homing.yaml"
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        sessions=lambda w: STUDY.sessions(),
+    script:
+        "../scripts/registration_qc_table.py"

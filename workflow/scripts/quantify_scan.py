@@ -10,6 +10,8 @@ with pipeline.logged(sm.log[0]):
         sm.input.labels_pet,
         sm.input.labels_ct,
         sm.input.table,
+        sm.input.regqc,
+        sm.input.pet_to_ct,
         sm.params.animal,
         sm.params.scan,
         sm.params.density,

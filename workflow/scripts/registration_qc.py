@@ -5,5 +5,13 @@ from homing import pipeline
 sm = snakemake  # noqa: F821
 with pipeline.logged(sm.log[0]):
     pipeline.registration_qc(
-        sm.input.ct, sm.input.labels, sm.input.table, sm.params.title, sm.output[0]
+        sm.input.ct,
+        sm.input.labels,
+        sm.input.table,
+        list(sm.input.warps),
+        list(sm.input.warp_grids),
+        dict(sm.params.thresholds),
+        sm.params.title,
+        sm.output.figure,
+        sm.output.json,
     )

@@ -1,0 +1,15 @@
+import _homing_src  # noqa: F401
+
+from homing import pipeline
+
+sm = snakemake  # noqa: F821
+with pipeline.logged(sm.log[0]):
+    pipeline.ct_to_reference(
+        sm.input.ct,
+        sm.input.reference,
+        sm.output.rigid,
+        sm.output.warp,
+        sm.params.voxel_mm,
+        sm.params.seed,
+        sm.threads,
+    )
