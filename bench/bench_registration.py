@@ -10,7 +10,7 @@ scale, smooth warp, pose, CT noise), ingests every CT, and carries the atlas lab
 scan in the two ways Homing can:
 
 * independent: every session's CT registered to the atlas (affine + SyN);
-* longitudinal: the animal's first session to the atlas, the others to that session (rigid
+* longitudinal: the animal's first session to the atlas, the others to that session (affine
   + SyN), the labels carried through both in one resampling (the workflow's default).
 
 Prints per-organ Dice against the simulator's true labels (per scan and the medians), and
@@ -46,13 +46,19 @@ ENV = {
 
 
 def run(code: str) -> tuple[float, float]:
-    """Python code in a child process: (wall s, peak RSS MB of that process)."""
+    """Python code in a child process: (wall s, peak RSS MB of that process, as it reports
+    it itself: the rusage of reaped children is a running maximum, not per child)."""
+    report = (
+        "; import resource; print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    )
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], env=ENV)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"failed: {code}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024.0
+    proc = subprocess.run(
+        [sys.executable, "-c", code + report], env=ENV, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"failed: {code}\n{proc.stderr[-3000:]}")
+    peak_kb = float(proc.stdout.split("PEAK_KB")[-1])
+    return time.perf_counter() - start, peak_kb / 1024.0
 
 
 def scores(labels: Path, truth: Path) -> list[float]:
@@ -125,11 +131,12 @@ def main() -> None:
             timing["reference"].append(
                 run(
                     "from homing import pipeline; pipeline.ct_to_reference("
-                    f"{str(ct[s])!r}, {str(ct[sessions[0]])!r}, {str(out / 'rigid.mat')!r}, "
+                    f"{str(ct[s])!r}, {str(ct[sessions[0]])!r}, {str(out / 'ref_aff.mat')!r}, "
                     f"{str(out / 'rwarp.nii.gz')!r}, {v}, 42, {t})"
                 )
             )
-            chain = [out / "rwarp.nii.gz", out / "rigid.mat", ref / "warp.nii.gz", ref / "aff.mat"]
+            chain = [out / "rwarp.nii.gz", out / "ref_aff.mat"]
+            chain += [ref / "warp.nii.gz", ref / "aff.mat"]
             registration.warp_labels(labels, ct[s], chain, [False] * 4, out / "l.nii.gz")
             longi.append((f"{animal}/{s}", scores(out / "l.nii.gz", truth)))
     ct_img = nib.load(work / simulate.animal_ids(design)[0][1] / sessions[0] / "ct.nii.gz")

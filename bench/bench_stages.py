@@ -67,13 +67,13 @@ def main() -> None:
     ref_sub = demo_dir / "dicom" / f"sub-{a}" / f"ses-{args.reference}"
     names = (
         "pet.nii.gz pet.json ct.nii.gz ct.json ref_ct.nii.gz ref_ct.json p2c.mat p2c.json "
-        "pet_in_ct.nii.gz aff.mat warp.nii.gz rigid.mat rwarp.nii.gz lab_ct.nii.gz "
+        "pet_in_ct.nii.gz aff.mat warp.nii.gz ref_aff.mat rwarp.nii.gz lab_ct.nii.gz "
         "lab_ct.tsv lab_pet.nii.gz prob.nii.gz prob.tsv qc.png qc.json organs.tsv"
     ).split()
     o = {k: str(work / k) for k in names}
     atlas_dir = work / "atlas"
     animal = f"__import__('pandas').read_csv({str(demo_dir / 'animals.tsv')!r}, sep='\\t')"
-    chain = [o["rwarp.nii.gz"], o["rigid.mat"], o["warp.nii.gz"], o["aff.mat"]]
+    chain = [o["rwarp.nii.gz"], o["ref_aff.mat"], o["warp.nii.gz"], o["aff.mat"]]
     stages = [
         (
             "build atlas",
@@ -107,9 +107,9 @@ def main() -> None:
             f"0.4, 'SyN', 42, {t})",
         ),
         (
-            f"CT -> reference CT (rigid + SyN, {t} thread(s))",
+            f"CT -> reference CT (affine + SyN, {t} thread(s))",
             f"from homing import pipeline; pipeline.ct_to_reference({o['ct.nii.gz']!r}, "
-            f"{o['ref_ct.nii.gz']!r}, {o['rigid.mat']!r}, {o['rwarp.nii.gz']!r}, 0.4, 42, {t})",
+            f"{o['ref_ct.nii.gz']!r}, {o['ref_aff.mat']!r}, {o['rwarp.nii.gz']!r}, 0.4, 42, {t})",
         ),
         (
             "labels -> CT grid, PET grid, fractional masks",

@@ -159,17 +159,17 @@ def ct_to_atlas(
 def ct_to_reference(
     ct_nii: Path,
     reference_ct: Path,
-    out_rigid: Path,
+    out_affine: Path,
     out_warp: Path,
     working_voxel_mm: float,
     random_seed: int,
     threads: int,
 ) -> None:
-    """The animal's reference-session CT → this session's CT (rigid + SyN)."""
+    """The animal's reference-session CT → this session's CT (affine + SyN)."""
     registration.register_ct_to_reference(
         ct_nii,
         reference_ct,
-        Path(out_rigid),
+        Path(out_affine),
         Path(out_warp),
         working_voxel_mm,
         random_seed,

@@ -59,7 +59,7 @@ def atlas_to_ct_transforms(wildcards):
         if goes_to_atlas(a, s)
         else [
             scan_path("xfm", "from-ref_to-ct_warp.nii.gz", a, s),
-            scan_path("xfm", "from-ref_to-ct_rigid.mat", a, s),
+            scan_path("xfm", "from-ref_to-ct_affine.mat", a, s),
         ]
     )
     return own + [

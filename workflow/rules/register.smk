@@ -55,7 +55,7 @@ rule ct_to_reference:
         ct=scan_path("anat", "ct.nii.gz"),
         reference=reference_ct,
     output:
-        rigid=scan_path("xfm", "from-ref_to-ct_rigid.mat"),
+        affine=scan_path("xfm", "from-ref_to-ct_affine.mat"),
         warp=scan_path("xfm", "from-ref_to-ct_warp.nii.gz"),
     log:
         "logs/sub-{animal}/ses-{session}/ct_to_reference.log",

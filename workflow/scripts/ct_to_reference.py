@@ -7,7 +7,7 @@ with pipeline.logged(sm.log[0]):
     pipeline.ct_to_reference(
         sm.input.ct,
         sm.input.reference,
-        sm.output.rigid,
+        sm.output.affine,
         sm.output.warp,
         sm.params.voxel_mm,
         sm.params.seed,
