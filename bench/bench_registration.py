@@ -46,11 +46,9 @@ ENV = {
 
 
 def run(code: str) -> tuple[float, float]:
-    """Python code in a child process: (wall s, peak RSS MB of that process, as it reports
-    it itself: the rusage of reaped children is a running maximum, not per child)."""
-    report = (
-        "; import resource; print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    )
+    """Python code in a child process: (wall s, peak RSS MB of that process). The peak is the
+    child's own VmHWM: ru_maxrss would carry over this (large) process's peak through fork."""
+    report = "; print('PEAK_KB', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", code + report], env=ENV, capture_output=True, text=True
