@@ -137,12 +137,6 @@ def working_image(path: Path, voxel_mm: float):
     return work.new_image_like(att.astype(np.float32))
 
 
-def attenuation(hu_img):
-    """HU → relative attenuation (HU + 1000) / 1000, clipped to ATTENUATION_CLIP."""
-    arr = np.clip((hu_img.numpy() + 1000.0) / 1000.0, *ATTENUATION_CLIP).astype(np.float32)
-    return hu_img.new_image_like(arr)
-
-
 def at_voxel_size(img, voxel_mm: float):
     """Resample (linear) to an isotropic working grid of ``voxel_mm`` (mm, not pixels)."""
     ants = _ants()
