@@ -209,6 +209,13 @@ def test_valid_study_scans_sessions_and_dicom_paths(sheets):
     assert Path(study.scan("C1", "d1")["emission_dicom"]) == (
         (sheets.root / "dicom" / "C1_d1" / "spect").resolve()
     )
+    assert study.sessions_of("M1") == ["d0", "d2"]
+    assert study.sessions_of("C1") == ["d1"]
+    # Rows are copies: a rule changing one cannot change what the next rule reads.
+    study.scan("M2", "d1")["modality"] = "SPECT"
+    study.animal("M2")["label_name"] = "other"
+    assert study.scan("M2", "d1")["modality"] == "PET"
+    assert study.animal("M2")["label_name"] == "NIS"
 
 
 def test_absolute_dicom_path_kept(sheets):

@@ -33,10 +33,6 @@ def animal_row(wildcards):
     return STUDY.animal(wildcards.animal)
 
 
-def sessions_of(animal):
-    return [s for a, s in STUDY.sessions() if a == animal]
-
-
 def goes_to_atlas(animal, session):
     """Whether this session's CT is registered to the atlas itself (else to its animal's
     reference session, when registration is longitudinal)."""

@@ -30,7 +30,8 @@ rule quantify_scan:
 rule animal_table:
     input:
         lambda w: [
-            scan_path("pet", "organs.tsv", w.animal, s) for s in sessions_of(w.animal)
+            scan_path("pet", "organs.tsv", w.animal, s)
+            for s in STUDY.sessions_of(w.animal)
         ],
     output:
         animal_path("organs.tsv"),
