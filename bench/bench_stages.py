@@ -22,20 +22,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_stage(code: str) -> tuple[float, float]:
-    """Run Python code in a child process; return (wall s, peak RSS MB)."""
+    """Run Python code in a child process; return (wall s, peak RSS MB of that process).
+
+    The peak is the child's own VmHWM: ru_maxrss would carry this process's peak over
+    through fork."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "OPENBLAS_NUM_THREADS": "1",
         "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
     }
+    report = "; print('PEAK_KB', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(
+        [sys.executable, "-c", code + report], env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"stage failed: {code}")
-    return wall, usage.ru_maxrss / 1024.0  # Linux reports kB
+    if proc.returncode != 0:
+        raise SystemExit(f"stage failed: {code}\n{proc.stderr[-3000:]}")
+    return wall, float(proc.stdout.split("PEAK_KB")[-1]) / 1024.0
 
 
 def main() -> None:
