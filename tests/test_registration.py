@@ -5,6 +5,7 @@ The organ accuracy of CT → atlas and CT → reference session is checked on a 
 """
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -104,3 +105,13 @@ def test_shared_frame_identity_is_verified_and_a_misplaced_pet_is_caught(demo_st
     # The registration undoes the shift: CT points map to where the moved PET has them.
     shift = _mapped(tmp_path / "b.mat", corners) - corners
     assert np.allclose(shift.mean(axis=0), [3.0, 0.0, 0.0], atol=0.5)
+
+
+def test_rule_log_pins_itk_threads_to_the_rules_threads(tmp_path, monkeypatch):
+    from homing import pipeline
+
+    monkeypatch.delenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", raising=False)
+    with pipeline.logged(tmp_path / "rule.log", 3):
+        assert os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "3"
+    with pipeline.logged(tmp_path / "rule.log"):
+        assert os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "1"

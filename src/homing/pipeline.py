@@ -20,8 +20,12 @@ from homing import HomingError, atlas, figures, ingest, masks, qc, quantify, reg
 
 
 @contextlib.contextmanager
-def logged(log_path: str | Path):
-    """Send stderr, warnings and logging to the rule's log; record any exception there too."""
+def logged(log_path: str | Path, threads: int = 1):
+    """Send stderr, warnings and logging to the rule's log; record any exception there too.
+
+    ITK (ANTs) gets the rule's ``threads``: unpinned it takes every core of the node, which
+    on a cluster oversubscribes the job's allocation."""
+    registration.set_threads(threads)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log, contextlib.redirect_stderr(log):

@@ -3,5 +3,5 @@ import _homing_src  # noqa: F401
 from homing import pipeline
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0]):
+with pipeline.logged(sm.log[0], sm.threads):
     pipeline.combine_tables(list(sm.input), sm.output[0])

@@ -3,7 +3,7 @@ import _homing_src  # noqa: F401
 from homing import pipeline
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0]):
+with pipeline.logged(sm.log[0], sm.threads):
     pipeline.ct_to_atlas(
         sm.input.ct,
         sm.input.template,

@@ -4,7 +4,7 @@ from homing import pipeline
 
 sm = snakemake  # noqa: F821
 kind = "emission" if sm.rule == "ingest_emission" else "ct"
-with pipeline.logged(sm.log[0]):
+with pipeline.logged(sm.log[0], sm.threads):
     pipeline.ingest_series(
         sm.input.dicom,
         kind,
