@@ -14,6 +14,15 @@ configfile: Path(workflow.basedir) / "config" / "config.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# Run on the submit host, not as cluster jobs: fetching the atlas needs the network that
+# compute nodes often lack, and the study-wide tables only concatenate a few KB per scan.
+localrules:
+    all,
+    fetch_atlas,
+    study_table,
+    registration_qc_table,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/atlas.smk"
 include: "workflow/rules/ingest.smk"

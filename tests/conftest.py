@@ -1,5 +1,8 @@
 """Shared fixtures: paths to the repository and to ../shared/data, and the demo study."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,41 @@ def quirks_study(tmp_path_factory, digimouse_json) -> Path:
     out = tmp_path_factory.mktemp("quirks") / "quirks"
     simulate.simulate("quirks", out, digimouse_json)
     return out
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
+    """Snakemake on the repository's workflow with the local (default) profile."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "default"),
+    ]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=3000)
+
+
+@pytest.fixture(scope="session")
+def full_run(demo_study, tmp_path_factory):
+    """The whole demo study run locally, once per test session (several minutes): checked
+    against the demo's truth in test_workflow.py, and against the SLURM run in
+    test_slurm.py."""
+    work = tmp_path_factory.mktemp("run")
+    res = snakemake(
+        work, "--cores", str(min(os.cpu_count() or 1, 2)), configfile=demo_study / "config.yaml"
+    )
+    if res.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text()[-3000:]}"
+            for p in sorted((work / "logs").rglob("*.log"))
+            if "ERROR" in p.read_text()
+        )
+        pytest.fail(f"workflow failed:\n{res.stderr[-5000:]}\n{logs}")
+    return work

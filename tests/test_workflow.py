@@ -13,7 +13,6 @@ The full run is checked against the demo's truth table. Tolerances (stated in th
 """
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -46,24 +45,6 @@ TOLERANCE_WHOLE_BODY = 0.05
 #: Partial-volume band (no correction yet): (most negative, most positive) relative error.
 TOLERANCE_PERCENT_ID_PER_G = (-0.40, 0.30)
 TOLERANCE_VOLUME = 0.10
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--workflow-profile",
-        str(REPO / "workflow" / "profiles" / "default"),
-    ]
-    if configfile is not None:
-        cmd += ["--configfile", str(configfile)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=3000)
 
 
 def tool(*cmd: str):
@@ -143,22 +124,6 @@ def test_bad_sheet_stops_before_any_job(demo_study, tmp_path, sheet, row, column
     for part in (str(tmp_path / sheet), f"row {row}", f"column {column}", expected):
         assert part in out, f"{part!r} not in:\n{out}"
     assert not (work / "results").exists() and not (work / "resources").exists()
-
-
-@pytest.fixture(scope="module")
-def full_run(demo_study, tmp_path_factory):
-    work = tmp_path_factory.mktemp("run")
-    res = snakemake(
-        work, "--cores", str(min(os.cpu_count() or 1, 2)), configfile=demo_study / "config.yaml"
-    )
-    if res.returncode != 0:
-        logs = "\n".join(
-            f"--- {p}\n{p.read_text()[-3000:]}"
-            for p in sorted((work / "logs").rglob("*.log"))
-            if "ERROR" in p.read_text()
-        )
-        pytest.fail(f"workflow failed:\n{res.stderr[-5000:]}\n{logs}")
-    return work
 
 
 def test_every_expected_output_exists(full_run, demo_study):
@@ -458,3 +423,17 @@ def test_folder_with_two_pet_series_needs_the_sheet_to_name_one(demo_study, tmp_
     assert res.returncode == 0, res.stderr
     sidecar = json.loads((work / target).read_text())
     assert sidecar["SeriesInstanceUID"] == uid_d3
+
+
+def test_every_rule_declares_log_threads_memory_and_runtime():
+    """A cluster job gets exactly what its rule asks for (docs/cluster.md)."""
+    import re
+
+    rules = {}
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"(?m)^(?=rule )", smk.read_text())[1:]:
+            rules[re.match(r"rule (\w+):", block).group(1)] = block
+    assert set(RULES) <= set(rules)
+    for name, block in rules.items():
+        for key in ("log:", "threads:", "mem_mb=", "runtime="):
+            assert key in block, f"rule {name} declares no {key}"

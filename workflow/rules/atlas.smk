@@ -1,3 +1,5 @@
+# mem_mb and runtime: the peak and time measured on a 512x512x680 micro-CT, with
+# headroom (docs/cluster.md). Cluster jobs get exactly these.
 rule fetch_atlas:
     output:
         "resources/downloads/digimouse.json",
@@ -5,6 +7,7 @@ rule fetch_atlas:
         "logs/fetch_atlas.log",
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
         mem_mb=500,
         runtime=10,
@@ -27,8 +30,9 @@ rule atlas:
         "logs/atlas.log",
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=1000,
         runtime=10,
     script:
         "../scripts/build_atlas.py"

@@ -1,3 +1,5 @@
+# mem_mb and runtime: the peak and time measured on a 512x512x680 micro-CT, with
+# headroom (docs/cluster.md). Cluster jobs get exactly these.
 rule ingest_emission:
     input:
         dicom=lambda w: scan_row(w)["emission_dicom"],
@@ -7,11 +9,12 @@ rule ingest_emission:
     log:
         "logs/sub-{animal}/ses-{session}/ingest_emission.log",
     group:
-        "scan_ingest"
+        "scan_register_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=1000,
         runtime=10,
     params:
         overrides=lambda w: sheet_overrides(scan_row(w), animal_row(w)),
@@ -29,12 +32,13 @@ rule ingest_ct:
     log:
         "logs/sub-{animal}/ses-{session}/ingest_ct.log",
     group:
-        "scan_ingest"
+        "scan_register_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
         mem_mb=3000,
-        runtime=10,
+        runtime=15,
     params:
         overrides=None,
         series_uid=lambda w: series_uid(scan_row(w), "ct"),

@@ -1,3 +1,5 @@
+# mem_mb and runtime: the peak and time measured on a 512x512x680 micro-CT, with
+# headroom (docs/cluster.md). Cluster jobs get exactly these.
 rule quantify_scan:
     input:
         pet=scan_path("pet", "pet.nii.gz"),
@@ -12,11 +14,12 @@ rule quantify_scan:
     log:
         "logs/sub-{animal}/ses-{session}/quantify_scan.log",
     group:
-        "scan_organs"
+        "scan_organs_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=3000,
         runtime=10,
     params:
         animal=animal_row,
@@ -37,10 +40,13 @@ rule animal_table:
         animal_path("organs.tsv"),
     log:
         "logs/sub-{animal}/animal_table.log",
+    group:
+        "animal_summary"
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=1000,
         runtime=5,
     script:
         "../scripts/combine_tables.py"
@@ -59,8 +65,9 @@ rule study_table:
         "logs/study_table.log",
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=1000,
         runtime=5,
     script:
         "../scripts/combine_tables.py"

@@ -1,3 +1,5 @@
+# mem_mb and runtime: the peak and time measured on a 512x512x680 micro-CT, with
+# headroom (docs/cluster.md). Cluster jobs get exactly these.
 rule pet_to_ct:
     input:
         pet=scan_path("pet", "pet.nii.gz"),
@@ -11,13 +13,13 @@ rule pet_to_ct:
     log:
         "logs/sub-{animal}/ses-{session}/pet_to_ct.log",
     group:
-        "scan_ingest"
+        "scan_register_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
     threads: config["registration"]["threads"]
     resources:
-        mem_mb=3000,
-        runtime=10,
+        mem_mb=8000,
+        runtime=15,
     params:
         seed=config["registration"]["random_seed"],
         tolerance_mm=config["registration"]["pet_ct_identity_tolerance_mm"],
@@ -36,12 +38,14 @@ rule ct_to_atlas:
         "logs/sub-{animal}/ses-{session}/ct_to_atlas.log",
     benchmark:
         "benchmarks/sub-{animal}/ses-{session}/ct_to_atlas.tsv"
+    group:
+        "scan_register_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
     threads: config["registration"]["threads"]
     resources:
-        mem_mb=3000,
-        runtime=20,
+        mem_mb=2000,
+        runtime=30,
     params:
         voxel_mm=config["registration"]["working_voxel_mm"],
         transform=config["registration"]["ct_to_atlas_transform"],
@@ -61,12 +65,14 @@ rule ct_to_reference:
         "logs/sub-{animal}/ses-{session}/ct_to_reference.log",
     benchmark:
         "benchmarks/sub-{animal}/ses-{session}/ct_to_reference.tsv"
+    group:
+        "scan_register_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
     threads: config["registration"]["threads"]
     resources:
-        mem_mb=3000,
-        runtime=20,
+        mem_mb=2000,
+        runtime=30,
     params:
         voxel_mm=config["registration"]["working_voxel_mm"],
         seed=config["registration"]["random_seed"],
@@ -92,12 +98,13 @@ rule labels_to_scan:
     log:
         "logs/sub-{animal}/ses-{session}/labels_to_scan.log",
     group:
-        "scan_organs"
+        "scan_organs_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
-        mem_mb=3000,
-        runtime=10,
+        mem_mb=4000,
+        runtime=15,
     params:
         roi_masks=lambda w: scan_row(w).get("roi_masks"),
         roi_where=lambda w: f"scans.tsv {w.animal}/{w.session}, column roi_masks",

@@ -1,3 +1,5 @@
+# mem_mb and runtime: the peak and time measured on a 512x512x680 micro-CT, with
+# headroom (docs/cluster.md). Cluster jobs get exactly these.
 rule tac_figure:
     input:
         animal_path("organs.tsv"),
@@ -11,10 +13,13 @@ rule tac_figure:
         ),
     log:
         "logs/sub-{animal}/tac_figure.log",
+    group:
+        "animal_summary"
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=1000,
         runtime=5,
     params:
         organs=config["quantification"]["report_organs"],
@@ -41,12 +46,13 @@ rule registration_qc:
     log:
         "logs/sub-{animal}/ses-{session}/registration_qc.log",
     group:
-        "scan_organs"
+        "scan_organs_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
-        mem_mb=3000,
-        runtime=5,
+        mem_mb=6000,
+        runtime=15,
     params:
         thresholds=config["qc"],
         title=lambda w: f"sub-{w.animal} ses-{w.session}: atlas organs on CT",
@@ -69,8 +75,9 @@ rule registration_qc_table:
         "logs/registration_qc_table.log",
     conda:
         "../envs/homing.yaml"
+    threads: 1
     resources:
-        mem_mb=500,
+        mem_mb=1000,
         runtime=5,
     params:
         sessions=lambda w: STUDY.sessions(),
