@@ -1,0 +1,244 @@
+"""The demo study through a real SLURM cluster, with the profile in workflow/profiles/slurm.
+
+Needs a running SLURM (CI starts a single-node one with tests/slurm/up.sh). Without one
+these tests are skipped, unless HOMING_REQUIRE_SLURM=1, which turns the skip into a
+failure (CI sets it, so a cluster that did not come up cannot pass unnoticed).
+
+What is checked:
+
+* every job that is not a local rule went through sbatch: the Snakemake log has one
+  "submitted with SLURM jobid" line per rule job and one per group job;
+* SLURM's own accounting (sacct) knows every one of those job ids, each COMPLETED;
+* every result table (results/**/*.tsv) equals the one from the local demo run: same
+  rows and text, numbers within a relative 1e-6 (registration is seeded and single-thread).
+
+The partition and account come from HOMING_SLURM_PARTITION / HOMING_SLURM_ACCOUNT, else
+the cluster's default partition and the user's first account in sacctmgr. The run takes
+several minutes on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.workflow
+
+PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+PLACEHOLDERS = {"slurm_partition": "EDIT_ME_partition", "slurm_account": "EDIT_ME_account"}
+RTOL = 1e-6
+LOCAL_RULES = {"all", "fetch_atlas", "study_table", "registration_qc_table"}
+TIMEOUT_S = 3600
+SUBMITTED = re.compile(
+    r"^Job (?P<job>\S+) has been submitted with SLURM jobid (?P<slurm>\d+) "
+    r"\(log: (?P<log>.+)\)\.\s*$",
+    re.M,
+)
+
+
+def _run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _slurm_problem() -> str | None:
+    """Why SLURM cannot be used here, or None when a node is up."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM client (sinfo) on PATH"
+    try:
+        res = _run("sinfo", "-h", "-o", "%t")
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 60 s"
+    if res.returncode != 0:
+        return f"sinfo failed: {(res.stderr or res.stdout).strip()}"
+    states = res.stdout.split()
+    if not any(s.rstrip("*~#") in ("idle", "mix", "alloc", "comp") for s in states):
+        return f"no SLURM node is up (node states: {states or 'none'})"
+    return None
+
+
+def _accounting_enabled() -> bool:
+    res = _run("scontrol", "show", "config")
+    m = re.search(r"^AccountingStorageType\s*=\s*(\S+)", res.stdout, re.M)
+    return bool(m) and m.group(1) != "accounting_storage/none"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> dict:
+    """The running cluster's partition and account; skip (or fail) without one."""
+    problem = _slurm_problem()
+    if problem:
+        msg = f"SLURM is not available: {problem}. Start one with `bash tests/slurm/up.sh`."
+        if os.environ.get("HOMING_REQUIRE_SLURM") == "1":
+            pytest.fail(f"HOMING_REQUIRE_SLURM=1 but {msg}", pytrace=False)
+        pytest.skip(msg)
+    partition = os.environ.get("HOMING_SLURM_PARTITION")
+    if not partition:
+        parts = _run("sinfo", "-h", "-o", "%P").stdout.split()
+        partition = next((p for p in parts if p.endswith("*")), parts[0]).rstrip("*")
+    account = os.environ.get("HOMING_SLURM_ACCOUNT")
+    accounting = _accounting_enabled()
+    if not account and accounting:
+        res = _run(
+            "sacctmgr", "-n", "-P", "show", "assoc", f"user={getpass.getuser()}", "format=account"
+        )
+        account = next((a for a in res.stdout.split() if a), None)
+    return {"partition": partition, "account": account, "accounting": accounting}
+
+
+def _snakemake(workdir: Path, *args: str, log: Path) -> subprocess.CompletedProcess:
+    """Run Snakemake on the repository's workflow, output to `log`; as in test_workflow."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    with open(log, "w") as out:
+        try:
+            res = subprocess.run(
+                cmd + list(args), stdout=out, stderr=subprocess.STDOUT, env=env, timeout=TIMEOUT_S
+            )
+        except subprocess.TimeoutExpired:
+            res = subprocess.CompletedProcess(cmd, returncode=-9)
+    res.stdout = log.read_text(errors="replace")
+    return res
+
+
+def _failure_report(work: Path, text: str) -> str:
+    parts = [text[-6000:]]
+    for p in sorted((work / "logs").rglob("*.log")):
+        body = p.read_text(errors="replace")
+        if "Error" in body or "ERROR" in body:
+            parts.append(f"--- {p}\n{body[-3000:]}")
+    for p in sorted((work / ".snakemake" / "slurm_logs").rglob("*.log")):
+        body = p.read_text(errors="replace")
+        if "Error" in body or "error" in body:
+            parts.append(f"--- {p}\n{body[-3000:]}")
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, demo_study, tmp_path_factory) -> tuple[Path, str]:
+    """The demo run through SLURM with a copy of the repository's SLURM profile in which
+    only the partition and account placeholders are filled in."""
+    text = PROFILE.read_text()
+    for key, placeholder in PLACEHOLDERS.items():
+        assert placeholder in text, f"{PROFILE} lost its {key} placeholder {placeholder!r}"
+    text = text.replace(PLACEHOLDERS["slurm_partition"], slurm_cluster["partition"])
+    # No account known (cluster without accounting): the plugin guesses or goes without.
+    text = text.replace(PLACEHOLDERS["slurm_account"], slurm_cluster["account"] or "")
+    profile = tmp_path_factory.mktemp("profile")
+    (profile / "config.yaml").write_text(text)
+    work = tmp_path_factory.mktemp("slurm-run")
+    args = [
+        "--profile",
+        str(profile),
+        "--configfile",
+        str(demo_study / "config.yaml"),
+        # A small cluster with jobs of seconds: look soon (a real one: the profile's 40 s).
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+        # Keep SLURM's per-job logs, to inspect a failed CI run.
+        "--slurm-keep-successful-logs",
+    ]
+    if not slurm_cluster["accounting"]:
+        # Without slurmdbd, sacct cannot see jobs end (tests/slurm/up.sh, accounting=0).
+        args += ["--slurm-status-command", "squeue"]
+    res = _snakemake(work, *args, log=work / "snakemake.log")
+    if res.returncode != 0:
+        run_id = re.search(r"^SLURM run ID: (\S+)", res.stdout, re.M)
+        if run_id:  # Snakemake killed by the timeout leaves its jobs queued
+            _run("scancel", "--name", run_id.group(1))
+        pytest.fail(f"SLURM demo run failed:\n{_failure_report(work, res.stdout)}")
+    assert re.search(r"\(100%\) done", res.stdout), res.stdout[-3000:]
+    return work, res.stdout
+
+
+def _planned(log: str) -> tuple[dict[str, int], dict[str, int], list[str]]:
+    """From a Snakemake log: rule jobs (not in a group) per rule, group jobs per group, and
+    local rules run on the submit host."""
+    rules: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    for name in re.findall(r"^rule (\w+):$", log, re.M):
+        rules[name] = rules.get(name, 0) + 1
+    for name in re.findall(r"Group job (\w+) \(jobs in", log):
+        groups[name] = groups.get(name, 0) + 1
+    local = re.findall(r"^localrule (\w+):$", log, re.M)
+    return rules, groups, local
+
+
+def test_every_job_went_through_sbatch(slurm_run):
+    work, log = slurm_run
+    rules, groups, local = _planned(log)
+    assert rules and groups, "no rule or group job in the Snakemake log"
+    # Only the rules the workflow declares local run on the submit host (fetching the
+    # atlas needs the login node's network; the study-wide tables are a few KB).
+    assert set(local) == LOCAL_RULES, f"rules run on the submit host: {local}"
+    submitted_rules: dict[str, int] = {}
+    submitted_groups: dict[str, int] = {}
+    ids = []
+    for m in SUBMITTED.finditer(log):
+        ids.append(m.group("slurm"))
+        kind = Path(m.group("log")).relative_to(work / ".snakemake" / "slurm_logs").parts[0]
+        if kind.startswith("rule_"):
+            name = kind.removeprefix("rule_")
+            submitted_rules[name] = submitted_rules.get(name, 0) + 1
+        else:
+            # group_<group>_<its rules>; the longest group name that fits
+            name = max((g for g in groups if kind.startswith(f"group_{g}_")), key=len)
+            submitted_groups[name] = submitted_groups.get(name, 0) + 1
+        slurm_log = Path(m.group("log"))
+        assert slurm_log.is_file(), f"SLURM wrote no log {slurm_log}"
+    assert submitted_rules == rules
+    assert submitted_groups == groups
+    assert len(set(ids)) == len(ids) == sum(rules.values()) + sum(groups.values())
+    # Snakemake's own log file of the run says the same.
+    own = sorted((work / ".snakemake" / "log").glob("*.snakemake.log"))
+    assert own and all(f"SLURM jobid {i} " in own[-1].read_text() for i in ids)
+
+
+def test_slurm_accounting_has_every_job_completed(slurm_run, slurm_cluster):
+    if not slurm_cluster["accounting"]:
+        pytest.skip("the cluster keeps no accounting (no slurmdbd): sacct knows no jobs")
+    _, log = slurm_run
+    ids = sorted({m.group("slurm") for m in SUBMITTED.finditer(log)}, key=int)
+    res = _run("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids))
+    assert res.returncode == 0, res.stderr
+    states = dict(line.split("|", 1) for line in res.stdout.splitlines() if line.strip())
+    assert sorted(states, key=int) == ids, f"sacct does not know every job:\n{res.stdout}"
+    bad = {j: s for j, s in states.items() if s != "COMPLETED"}
+    assert not bad, f"SLURM jobs not COMPLETED: {bad}"
+
+
+def _tables(root: Path) -> dict[str, Path]:
+    return {str(p.relative_to(root)): p for p in sorted((root / "results").rglob("*.tsv"))}
+
+
+def test_result_tables_equal_the_local_run(slurm_run, full_run):
+    work, _ = slurm_run
+    local, cluster = _tables(full_run), _tables(work)
+    assert "results/study_organs.tsv" in cluster
+    assert sorted(cluster) == sorted(local)
+    for rel in local:
+        a = pd.read_csv(local[rel], sep="\t", keep_default_na=False, dtype=str)
+        b = pd.read_csv(cluster[rel], sep="\t", keep_default_na=False, dtype=str)
+        assert list(a.columns) == list(b.columns), rel
+        assert a.shape == b.shape, rel
+        for col in a.columns:
+            na = pd.to_numeric(a[col].replace("", np.nan), errors="coerce")
+            nb = pd.to_numeric(b[col].replace("", np.nan), errors="coerce")
+            numeric = na.notna() | (a[col] == "")
+            if numeric.all() and (nb.notna() | (b[col] == "")).all():
+                assert np.allclose(na, nb, rtol=RTOL, atol=1e-12, equal_nan=True), (
+                    f"{rel} column {col} differs:\n"
+                    + pd.DataFrame({"local": a[col], "slurm": b[col]})[na != nb].to_string()
+                )
+            else:
+                assert (a[col] == b[col]).all(), f"{rel} column {col} differs"
