@@ -12,35 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
+# Each stage in its own process, its peak from its own VmHWM (the same runner as there).
+from bench_registration import run as run_stage
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_stage(code: str) -> tuple[float, float]:
-    """Run Python code in a child process; return (wall s, peak RSS MB of that process).
-
-    The peak is the child's own VmHWM: ru_maxrss would carry this process's peak over
-    through fork."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
-    }
-    report = "; print('PEAK_KB', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code + report], env=env, capture_output=True, text=True
-    )
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"stage failed: {code}\n{proc.stderr[-3000:]}")
-    return wall, float(proc.stdout.split("PEAK_KB")[-1]) / 1024.0
 
 
 def main() -> None:

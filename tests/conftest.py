@@ -40,23 +40,26 @@ def quirks_study(tmp_path_factory, digimouse_json) -> Path:
     return out
 
 
+#: Environment of every Snakemake the tests start: BLAS single-threaded, for reproducibility.
+SNAKEMAKE_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def snakemake_command(workdir: Path) -> list[str]:
+    """Snakemake on the repository's workflow, writing into ``workdir``."""
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+
+
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
     """Snakemake on the repository's workflow with the local (default) profile."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "-d",
-        str(workdir),
+    cmd = snakemake_command(workdir) + [
         "--workflow-profile",
         str(REPO / "workflow" / "profiles" / "default"),
     ]
     if configfile is not None:
         cmd += ["--configfile", str(configfile)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    return subprocess.run(cmd + list(args), capture_output=True, text=True, env=env, timeout=3000)
+    return subprocess.run(
+        cmd + list(args), capture_output=True, text=True, env=SNAKEMAKE_ENV, timeout=3000
+    )
 
 
 @pytest.fixture(scope="session")

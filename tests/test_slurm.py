@@ -24,14 +24,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import REPO
+from .conftest import REPO, SNAKEMAKE_ENV, snakemake_command
 
 pytestmark = pytest.mark.workflow
 
@@ -97,13 +96,12 @@ def slurm_cluster() -> dict:
 
 
 def _snakemake(workdir: Path, *args: str, log: Path) -> subprocess.CompletedProcess:
-    """Run Snakemake on the repository's workflow, output to `log`; as in test_workflow."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    """Run Snakemake on the repository's workflow, output to `log` (a long run)."""
+    cmd = snakemake_command(workdir) + list(args)
     with open(log, "w") as out:
         try:
             res = subprocess.run(
-                cmd + list(args), stdout=out, stderr=subprocess.STDOUT, env=env, timeout=TIMEOUT_S
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=SNAKEMAKE_ENV, timeout=TIMEOUT_S
             )
         except subprocess.TimeoutExpired:
             res = subprocess.CompletedProcess(cmd, returncode=-9)
