@@ -1,22 +1,107 @@
-"""Shared fixtures: paths to the repository and to ../shared/data, and the demo study."""
+"""Shared fixtures: paths to the repository and to ../shared/data, and the demo study.
+
+Tests that need data from outside the repository get it through :func:`require_data` (or a
+fixture built on it), the one place that decides what a missing data set does: the test is
+skipped and listed under a "DATA-DEPENDENT TESTS SKIPPED" banner at the end of the run, or,
+with HOMING_REQUIRE_DATA=1 (set in CI), it fails. The atlas is not needed in ../shared: when
+absent there it is downloaded once from its pinned source (config/config.yaml, sha256-checked)
+into .cache/atlas/ under the repository and reused.
+"""
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+#: The test data beside the checkout; HOMING_SHARED_DATA points the tests elsewhere.
+SHARED_DATA = Path(os.environ.get("HOMING_SHARED_DATA") or REPO.parent / "shared" / "data")
 DIGIMOUSE_JSON = SHARED_DATA / "atlas" / "digimouse" / "digimouse.json"
+TCIA_DICOM = SHARED_DATA / "dicom" / "tcia-sts-001"
+#: Where the tests keep the atlas they download when ../shared has none (gitignored).
+ATLAS_CACHE = REPO / ".cache" / "atlas" / "digimouse.json"
+#: Start of the skip reason of a test whose data is missing (picked up by the banner).
+DATA_SKIP = "DATA MISSING: "
+
+
+def missing_data(reason: str) -> NoReturn:
+    """Skip the current test for missing data, or fail it when HOMING_REQUIRE_DATA=1."""
+    if os.environ.get("HOMING_REQUIRE_DATA", "") not in ("", "0"):
+        pytest.fail(f"{reason} (HOMING_REQUIRE_DATA=1: missing data is a failure)", pytrace=False)
+    pytest.skip(DATA_SKIP + reason)
+
+
+def require_data(path: Path, what: str) -> Path:
+    """``path`` if it exists, else :func:`missing_data` naming ``what``."""
+    path = Path(path)
+    if not path.exists():
+        missing_data(f"{what} absent ({path})")
+    return path
+
+
+def atlas_source(config: Path = REPO / "config" / "config.yaml") -> tuple[str, str]:
+    """The atlas's pinned public source: (url, sha256) from the default config."""
+    atlas = yaml.safe_load(Path(config).read_text())["atlas"]
+    return atlas["url"], atlas["sha256"]
+
+
+def fetch_atlas(shared_copy: Path, cache: Path, url: str, sha256: str) -> Path:
+    """digimouse.json: the copy in ../shared if there, else ``cache`` if it holds the pinned
+    file, else downloaded now from ``url`` into ``cache`` (sha256-checked by
+    homing.atlas.fetch_source). A failed download is :func:`missing_data`."""
+    from homing import HomingError
+    from homing.atlas import fetch_source, sha256_of
+
+    if Path(shared_copy).is_file():
+        return Path(shared_copy)
+    cache = Path(cache)
+    if cache.is_file() and sha256_of(cache) == sha256:
+        return cache
+    try:
+        return fetch_source(url, sha256, cache)
+    except HomingError as exc:
+        missing_data(f"Digimouse atlas absent ({shared_copy}) and not fetched: {exc}")
 
 
 @pytest.fixture(scope="session")
 def digimouse_json() -> Path:
-    if not DIGIMOUSE_JSON.is_file():
-        pytest.skip(f"shared data folder absent ({DIGIMOUSE_JSON})")
-    return DIGIMOUSE_JSON
+    return fetch_atlas(DIGIMOUSE_JSON, ATLAS_CACHE, *atlas_source())
+
+
+@pytest.fixture(scope="session")
+def tcia_dicom() -> Path:
+    """The real TCIA PET/CT DICOM of ../shared/data (not downloadable: no public pin)."""
+    return require_data(TCIA_DICOM, "TCIA PET/CT DICOM")
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """A loud banner listing every test skipped for missing data."""
+    skipped = [
+        (r.nodeid, _skip_reason(r).split(DATA_SKIP, 1)[1])
+        for r in terminalreporter.stats.get("skipped", [])
+        if DATA_SKIP in _skip_reason(r)
+    ]
+    if not skipped:
+        return
+    tr = terminalreporter
+    tr.section(f"DATA-DEPENDENT TESTS SKIPPED: {len(skipped)}", sep="!", red=True, bold=True)
+    tr.line(
+        "These tests did not run because their data is missing; the suite has NOT checked "
+        "what they check. Provide ../shared/data (or HOMING_SHARED_DATA) and network for the "
+        "atlas; HOMING_REQUIRE_DATA=1 turns these skips into failures.",
+        red=True,
+    )
+    for nodeid, reason in skipped:
+        tr.line(f"  {nodeid}: {reason}")
 
 
 @pytest.fixture(scope="session")

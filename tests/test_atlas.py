@@ -8,6 +8,8 @@ from scipy import ndimage
 
 from homing import HomingError, atlas
 
+from .conftest import DIGIMOUSE_JSON, require_data
+
 
 @pytest.fixture(scope="module")
 def source(digimouse_json):
@@ -15,7 +17,9 @@ def source(digimouse_json):
 
 
 def test_json_decodes_to_the_same_array_as_the_mat_copy(source, digimouse_json):
-    mat = scipy.io.loadmat(digimouse_json.with_suffix(".mat"))["digimouse"]
+    # The .mat copy is in ../shared only (the downloaded atlas is the JSON alone).
+    mat_copy = require_data(DIGIMOUSE_JSON.with_suffix(".mat"), "Digimouse .mat copy")
+    mat = scipy.io.loadmat(mat_copy)["digimouse"]
     assert source.shape == (190, 496, 104)
     assert np.array_equal(source, mat)
 

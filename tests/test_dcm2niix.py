@@ -24,9 +24,8 @@ import pytest
 
 from homing.ingest import ingest, write_volume
 
-from .conftest import SHARED_DATA
+from .conftest import TCIA_DICOM as TCIA
 
-TCIA = SHARED_DATA / "dicom" / "tcia-sts-001"
 WHOLEBODY = TCIA / "PT_wholebody_full"
 PAIR = TCIA / "cropped_PETCT_pair"
 HUMAN = {"body_weight_kg": 71.0}  # the TCIA patient is a 71 kg human (see test_ingest.py)
@@ -34,9 +33,7 @@ HUMAN = {"body_weight_kg": 71.0}  # the TCIA patient is a 71 kg human (see test_
 AFFINE_ATOL_MM = 1e-4
 VALUE_RTOL = 1e-5
 
-pytestmark = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason=f"shared data folder {SHARED_DATA} absent"
-)
+pytestmark = pytest.mark.usefixtures("tcia_dicom")  # skipped, or failed, without it (conftest)
 
 
 def find_dcm2niix() -> str | None:

@@ -25,12 +25,12 @@ from homing.ingest import (
     write_volume,
 )
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-TCIA = DATA / "dicom" / "tcia-sts-001"
+from .conftest import TCIA_DICOM as TCIA
+
 WHOLEBODY = TCIA / "PT_wholebody_full"
 PAIR = TCIA / "cropped_PETCT_pair"
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"test data folder {DATA} absent")
+pytestmark = pytest.mark.usefixtures("tcia_dicom")  # skipped, or failed, without it (conftest)
 
 HUMAN = {"body_weight_kg": 71.0}  # the TCIA patient is a 71 kg human, not a mouse
 
