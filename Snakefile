@@ -29,6 +29,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/register.smk"
 include: "workflow/rules/quantify.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/bids.smk"
 
 
 rule all:

@@ -117,6 +117,124 @@ def test_grid_mismatch_is_an_error():
         organ_table(pet, labels[:3], labels, 0.001, sidecar(INJ), ORGANS, {}, 1.0, 0.0)
 
 
+#: Voxel volumes (mL) of the two grids below: PET 1 mm, CT 0.5 mm (2× finer on each axis).
+PET_VOXEL_ML, CT_VOXEL_ML = 0.001, 0.000125
+
+
+def two_grids():
+    """One phantom on a 4×4×4 PET grid and on the 2× finer 8×8×8 CT grid.
+
+    On CT the liver is the corner block of 8 PET voxels plus 4 single CT voxels reaching 1/8
+    into 4 neighbouring PET voxels (which stay 'rest' on PET): 68 CT voxels, 8.5 µL, where
+    the PET grid's 8 liver voxels would give 8 µL. 'tiny' is one CT voxel and no PET voxel.
+    The PET label map is each PET voxel's majority CT label (as labels_to_scan makes it).
+    Liver PET values differ voxel by voxel (mean 1350 Bq/mL); the 4 partly-liver PET
+    voxels read 400, the rest 10.
+    """
+    on_ct = np.ones((8, 8, 8), dtype=np.uint8)
+    on_ct[:4, :4, :4] = 2
+    for y, z in [(0, 0), (0, 2), (2, 0), (2, 2)]:
+        on_ct[4, y, z] = 2
+    on_ct[7, 7, 7] = 3
+    on_ct[:4, 4:, 4:] = 0
+    blocks = on_ct.reshape(4, 2, 4, 2, 4, 2).transpose(0, 2, 4, 1, 3, 5).reshape(4, 4, 4, 8)
+    on_pet = np.apply_along_axis(lambda b: np.bincount(b, minlength=4).argmax(), 3, blocks)
+    on_pet = on_pet.astype(np.uint8)
+    pet = np.full((4, 4, 4), 10.0, dtype=np.float32)
+    pet[:2, :2, :2] = (1000.0 + 100.0 * np.arange(8)).reshape(2, 2, 2)
+    pet[2, :2, :2] = 400.0
+    pet[on_pet == 0] = 0.0
+    return pet, on_pet, on_ct
+
+
+def test_two_grid_phantom_is_what_it_says():
+    pet, on_pet, on_ct = two_grids()
+    assert [(on_ct == k).sum() for k in range(4)] == [64, 379, 68, 1]
+    assert [(on_pet == k).sum() for k in range(4)] == [8, 48, 8, 0]
+    assert pet[on_pet == 2].mean() == pytest.approx(1350.0)
+    assert pet[on_pet == 1].mean() == pytest.approx((4 * 400.0 + 44 * 10.0) / 48)
+
+
+def test_volume_from_ct_grid_and_mean_from_pet_grid():
+    """With two different grids, each quantity comes from its own one: a swapped or mixed
+    organ_table gives the liver 8 µL (PET voxel count) or fails on the shapes."""
+    scan = INJ + timedelta(days=3)
+    pet, on_pet, on_ct = two_grids()
+    t = organ_table(pet, on_pet, on_ct, CT_VOXEL_ML, sidecar(scan), ORGANS, {}, 1.0, 0.0)
+    t = t.set_index("organ")
+    to_inj = to_injection_factor(sidecar(scan))
+    liver = t.loc["liver"]
+    assert liver.volume_ml == pytest.approx(68 * CT_VOXEL_ML, rel=1e-12)
+    assert liver.pet_voxels == 8
+    assert liver.mean_bq_per_ml_as_stored == pytest.approx(1350.0, rel=1e-12)
+    assert liver.sd_bq_per_ml_as_stored == pytest.approx(np.std(1000.0 + 100.0 * np.arange(8)))
+    assert liver.total_activity_bq_at_injection == pytest.approx(
+        1350.0 * to_inj * 68 * CT_VOXEL_ML, rel=1e-9
+    )
+    rest = t.loc["rest"]
+    assert rest.volume_ml == pytest.approx(379 * CT_VOXEL_ML, rel=1e-12)
+    assert rest.pet_voxels == 48
+    assert rest.mean_bq_per_ml_as_stored == pytest.approx((4 * 400.0 + 44 * 10.0) / 48)
+    tiny = t.loc["tiny"]
+    assert tiny.volume_ml == pytest.approx(CT_VOXEL_ML) and tiny.pet_voxels == 0
+    assert "not_on_pet_grid" in tiny["flags"]
+    # The two label maps passed the wrong way round are refused, not quietly mixed.
+    with pytest.raises(HomingError, match="different grids"):
+        organ_table(pet, on_ct, on_pet, CT_VOXEL_ML, sidecar(scan), ORGANS, {}, 1.0, 0.0)
+
+
+def test_quantify_scan_reads_each_grid_from_its_own_file(tmp_path):
+    """The workflow's quantify step on NIfTI files of the two grids: volumes from the CT
+    label map (and its voxel size), means from the PET label map."""
+    import json
+
+    import nibabel as nib
+
+    from homing.pipeline import quantify_scan
+
+    scan = INJ + timedelta(days=3)
+    pet, on_pet, on_ct = two_grids()
+    pet_affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    ct_affine = np.diag([0.5, 0.5, 0.5, 1.0])
+    ct_affine[:3, 3] = -0.25  # CT voxel centres nest inside the PET voxels
+    files = {}
+    for name, data, affine in [
+        ("pet", pet, pet_affine),
+        ("on_pet", on_pet, pet_affine),
+        ("on_ct", on_ct, ct_affine),
+    ]:
+        files[name] = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), files[name])
+    for name, doc in [
+        ("pet_json", sidecar(scan)),
+        ("regqc", {"metrics": {}, "flags": []}),
+        ("pet_to_ct", {"method": "identity"}),
+    ]:
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(doc))
+    ORGANS.to_csv(tmp_path / "labels.tsv", sep="\t", index=False)
+    out = tmp_path / "organs.tsv"
+    animal = {"cohort": "a", "labelling_method": "none"}
+    ids = {"animal_id": "A1", "session_id": "d3", "modality": "PET"}
+    # Sheet-versus-header check arguments, for a quantify_scan that takes them (nothing to
+    # check here: no infusion time, dose or weight in the sheet).
+    checks = {
+        "infusion_time_tolerance_min": 30.0,
+        "dose_tolerance_fraction": 0.1,
+        "weight_tolerance_fraction": 0.1,
+    }
+    quantify_scan(
+        pet_nii=files["pet"], pet_json=files["pet_json"], labels_pet=files["on_pet"],
+        labels_ct=files["on_ct"], label_tsv=tmp_path / "labels.tsv", regqc_json=files["regqc"],
+        pet_to_ct_json=files["pet_to_ct"], animal=animal, scan=ids, tissue_density_g_per_ml=1.0,
+        small_organ_ml=0.0, checks=checks, where="two-grid phantom", out_tsv=out,
+    )  # fmt: skip
+    liver = pd.read_csv(out, sep="\t").set_index("organ").loc["liver"]
+    assert liver.volume_ml == pytest.approx(68 * CT_VOXEL_ML, rel=1e-9)
+    assert liver.pet_voxels == 8
+    assert liver.mean_bq_per_ml_as_stored == pytest.approx(1350.0, rel=1e-6)
+
+
 def test_label_equivalent_cells_from_specific_activity():
     animal = {
         "labelling_method": "ex_vivo",

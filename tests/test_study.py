@@ -539,3 +539,86 @@ def test_roi_masks_resolve_against_the_sheet_and_must_exist(sheets):
     assert_names(msg, str(sheets.scans_path), "row 2", "column roi_masks", "missing.nii.gz")
     sheets.scans[0]["roi_masks"] = "Tumour rois/t.nii.gz"
     assert_names(sheets.error(), "row 2", "column roi_masks", "name=path")
+
+
+# --- issue 12: nuclides canonical, sheets that cannot be read, yes/no columns ---------------
+
+
+def test_nuclide_spellings_become_canonical_at_validation(sheets):
+    """'Zr-89' in the sheet must compare equal to the header's '89Zr' downstream."""
+    sheets.animals[0]["label_nuclide"] = "Zr-89"
+    study = sheets.load()
+    assert study.animal("M1")["label_nuclide"] == "89Zr"
+    assert study.scan("M1", "d2")["tracer_nuclide"] == "89Zr"  # written 'Zr-89' in SCANS
+
+
+def test_ex_vivo_animal_without_a_scan_of_its_label_stops(sheets):
+    sheets.animals[0]["label_nuclide"] = "111In"
+    msg = sheets.error()
+    assert_names(
+        msg, str(sheets.animals_path), "row 2", "column label_nuclide", "111In", "89Zr", "rows 2, 3"
+    )
+
+
+def test_ex_vivo_animal_may_also_have_a_scan_of_another_tracer(sheets):
+    sheets.scans[1]["tracer_nuclide"] = "18F"  # e.g. [18F]FDG of a tumour on day 2
+    assert sheets.load().scan("M1", "d2")["tracer_nuclide"] == "18F"
+
+
+def test_ex_vivo_injection_in_the_sheet_must_be_the_infusion(sheets):
+    sheets.scans[0]["injection_datetime"] = "2026-03-01T12:30:00"
+    msg = sheets.error()
+    assert_names(msg, str(sheets.scans_path), "row 2", "column injection_datetime", "11:30")
+
+
+def test_two_animals_cannot_name_one_emission_folder(sheets):
+    sheets.scans[2]["emission_dicom"] = sheets.scans[0]["emission_dicom"]
+    msg = sheets.error()
+    assert_names(msg, str(sheets.scans_path), "row 4", "column emission_dicom", "row 2")
+
+
+def test_scans_sheet_with_a_header_only_stops(sheets):
+    config = sheets.config()
+    sheets.scans_path.write_text("\t".join(sheets.scan_columns) + "\n")
+    with pytest.raises(HomingError) as exc:
+        load_study(config, SCHEMAS)
+    assert_names(str(exc.value), str(sheets.scans_path), "no rows")
+
+
+def test_empty_sheet_file_names_the_file(sheets):
+    config = sheets.config()
+    sheets.animals_path.write_bytes(b"")
+    with pytest.raises(HomingError) as exc:
+        load_study(config, SCHEMAS)
+    assert_names(str(exc.value), str(sheets.animals_path), "is empty")
+
+
+def test_ragged_sheet_names_the_file(sheets):
+    config = sheets.config()
+    with open(sheets.animals_path, "a") as f:
+        f.write("\t".join(["X"] * (len(sheets.animal_columns) + 3)) + "\n")
+    with pytest.raises(HomingError) as exc:
+        load_study(config, SCHEMAS)
+    assert_names(str(exc.value), str(sheets.animals_path), "tab-separated")
+
+
+def test_decay_correction_and_injection_during_scan_are_real_columns(sheets):
+    from homing.pipeline import sheet_overrides
+
+    sheets.scans[2]["decay_correction"] = "NONE"
+    sheets.scans[2]["allow_injection_after_scan_start"] = "yes"
+    study = sheets.load()
+    overrides = sheet_overrides(study.scan("M2", "d1"), study.animal("M2"))
+    assert overrides["decay_correction"] == "NONE"
+    assert overrides["allow_injection_after_scan_start"] is True
+    sheets.scans[2]["allow_injection_after_scan_start"] = "maybe"
+    assert_names(sheets.error(), "row 4", "column allow_injection_after_scan_start", "yes or no")
+
+
+def test_infused_activity_is_the_dose_of_ex_vivo_scans(sheets):
+    from homing.pipeline import sheet_overrides
+
+    study = sheets.load()
+    overrides = sheet_overrides(study.scan("M1", "d0"), study.animal("M1"))
+    assert overrides["infused_activity_bq"] == pytest.approx(0.1e6)
+    assert "infused_activity_bq" not in sheet_overrides(study.scan("M2", "d1"), study.animal("M2"))

@@ -115,7 +115,9 @@ def fetch_source(url: str, sha256: str, dest: Path, local_path: str | None = Non
         if digest != sha256:
             raise HomingError(
                 f"atlas source {origin}: sha256 {digest} does not match the expected "
-                f"{sha256} (config atlas.sha256); the file is not the pinned Digimouse release"
+                f"{sha256} (config atlas.sha256); the file is not the pinned Digimouse release. "
+                "Point atlas.local_path at an unmodified copy of digimouse.json, or set it to "
+                '"" to download the pinned release'
             )
         os.replace(tmp, dest)
     finally:

@@ -1,4 +1,5 @@
-"""Physical decay with full datetimes. All times are timezone-aware or all naive."""
+"""Physical decay with full datetimes. The times subtracted are all timezone-aware or all
+naive: a sheet time and a scanner time are first put on one clock by :func:`on_one_clock`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,29 @@ def decay_factor(elapsed_s: float, half_life_s: float) -> float:
 def seconds_between(start: datetime, end: datetime) -> float:
     """Elapsed seconds from ``start`` to ``end`` (negative if end is earlier)."""
     return (end - start).total_seconds()
+
+
+def on_one_clock(sheet: datetime, scanner: datetime) -> tuple[datetime, datetime]:
+    """``(sheet, scanner)`` made comparable: a study-sheet time and a scanner (DICOM) time.
+
+    The project's one rule for times from different sources (config/README.md, "Times and
+    time zones"):
+
+    * A time without a UTC offset is the scanner's local wall-clock time.
+    * A time with an offset is an absolute instant.
+    * Sheet time without offset, scanner time with one: the sheet time is wall-clock time in
+      the scanner's zone (it takes the scanner's offset).
+    * Sheet time with an offset, scanner time without (no TimezoneOffsetFromUTC): the scanner's
+      wall clock is taken to run at the sheet time's offset (the scanner time takes it).
+
+    Both with or both without an offset are returned as they are. Midnight and date changes
+    are handled because full datetimes are compared, never times of day.
+    """
+    if (sheet.tzinfo is None) == (scanner.tzinfo is None):
+        return sheet, scanner
+    if sheet.tzinfo is None:
+        return sheet.replace(tzinfo=scanner.tzinfo), scanner
+    return sheet, scanner.replace(tzinfo=sheet.tzinfo)
 
 
 def decay_activity(activity_bq: float, t0: datetime, t1: datetime, half_life_s: float) -> float:

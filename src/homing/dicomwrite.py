@@ -22,8 +22,14 @@ Conventions
 
 PET scanner variants (:class:`PetMeta`)
 ---------------------------------------
+* Single-frame PET describes its reconstruction as a modern scanner does:
+  ReconstructionMethod (0054,1103) "OSEM3D 2i16s", AttenuationCorrectionMethod (0054,1101)
+  "CT-based", ConvolutionKernel (0018,1210) "All-pass" (no post-filter), CorrectedImage
+  (0028,0051) with ATTN/SCAT (and DECY when decay-corrected), SeriesType STATIC/DYNAMIC.
 * ``injection_tags="time_only"``: the injection is written as RadiopharmaceuticalStartTime
-  (0018,1072) only, with no date anywhere, as older scanners do.
+  (0018,1072) only, with no date anywhere, as older scanners do; such a series also lacks
+  the optional ReconstructionMethod, AttenuationCorrectionMethod, ScatterCorrectionMethod and
+  ConvolutionKernel (only CorrectedImage tells what was corrected).
 * ``units="CNTS"`` with ``philips_activity_scale_bq_per_ml``: Philips-style counts. The array
   handed to :func:`write_pet_series` is always in the units named by ``units``; for CNTS the
   caller passes counts (Bq/mL divided by the factor). The factor goes into the Philips private
@@ -159,9 +165,10 @@ _CALIBRATED_UNITS = ("BQML", "GML")
 LOCAL_CODING_SCHEME = "99HOMING"
 
 # Nominal scanner description for the Enhanced PET Acquisition module and the PET frame
-# acquisition/reconstruction/correction macros, which the IOD requires for ORIGINAL images.
-# The simulator has no detector: these are fixed, plausible small-animal values, not
-# measurements, and nothing in Homing reads them.
+# acquisition/reconstruction/correction macros, which the IOD requires for ORIGINAL images,
+# and for the single-frame ReconstructionMethod (0054,1103). The simulator has no detector:
+# these are fixed, plausible small-animal values, not measurements; only the PET-BIDS
+# sidecar's ReconMethod* fields read them back.
 _NOMINAL_PET_SCANNER = {
     "transverse_detector_separation_mm": 160.0,
     "axial_detector_dimension_mm": 100.0,
@@ -194,6 +201,8 @@ class PetMeta:
     RadiopharmaceuticalStartTime (0018,1072); "time_only" writes only the StartTime, so the
     injection date must be inferred from the series date (older scanners). "time_only" cannot
     be combined with ``enhanced`` (the Enhanced PET Isotope module requires the DateTime).
+    A "time_only" single-frame series also omits ReconstructionMethod, AttenuationCorrection-
+    Method, ScatterCorrectionMethod and ConvolutionKernel (all Type 3).
 
     ``enhanced``: write one Enhanced PET Image Storage object (1.2.840.10008.5.1.4.1.1.130)
     holding all slices as frames instead of one PET Image Storage file per slice.
@@ -835,6 +844,12 @@ def _frame_decay_factor_text(
     return None
 
 
+def _reconstruction_method() -> str:
+    """ReconstructionMethod (0054,1103) text as Siemens writes it, e.g. "OSEM3D 2i16s"."""
+    scanner = _NOMINAL_PET_SCANNER
+    return f"OSEM3D {scanner['iterations']}i{scanner['subsets']}s"
+
+
 def _pet_slice_dataset(
     slab: np.ndarray,
     k: int,
@@ -866,9 +881,13 @@ def _pet_slice_dataset(
     ds.NumberOfSlices = nk
     ds.CorrectedImage = corrected
     ds.DecayCorrection = pet.decay_correction
-    ds.ReconstructionMethod = "OSEM3D"
-    ds.AttenuationCorrectionMethod = "CT-based"
-    ds.ScatterCorrectionMethod = "single scatter simulation"
+    if pet.injection_tags == "datetime":
+        # Optional (Type 3) reconstruction description, Siemens-style; the older-scanner
+        # variant (injection time without a date) leaves it out, as such exports often do.
+        ds.ReconstructionMethod = _reconstruction_method()
+        ds.AttenuationCorrectionMethod = "CT-based"
+        ds.ScatterCorrectionMethod = "single scatter simulation"
+        ds.ConvolutionKernel = "All-pass"  # no post-reconstruction filter
     # PET isotope, patient orientation
     ds.RadiopharmaceuticalInformationSequence = Sequence(
         [_radiopharmaceutical_item(pet, nuc, meta.series_datetime)]

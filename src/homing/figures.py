@@ -12,29 +12,39 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
+def tac_time_axis(table: pd.DataFrame) -> tuple[str, str]:
+    """(column, axis label) for an animal's time axis: days since the cell infusion, or, for
+    an animal without one (a control), hours since the scan's own injection."""
+    if table.days_since_infusion.notna().all():
+        return "days_since_infusion", "days since cell infusion"
+    return "hours_since_injection", "hours since tracer injection (no cell infusion)"
+
+
 def tac_figure(table: pd.DataFrame, organs: list[str], out_png: Path) -> None:
     """Time-activity curves of one animal: %ID/g (decay-corrected to injection) per organ
-    against days since cell infusion; ex vivo animals also get label-equivalent cells."""
+    against days since cell infusion (hours since injection without one); ex vivo animals
+    also get label-equivalent cells."""
     animal = table.animal_id.iloc[0]
     exvivo = table.label_equivalent_cells.notna().any()
     ncols = 2 if exvivo else 1
+    x_column, x_label = tac_time_axis(table)
     fig, axes = plt.subplots(1, ncols, figsize=(5.5 * ncols, 4.2), squeeze=False)
     sub = table[table.organ.isin(organs)]
     for organ, rows in sub.groupby("organ", sort=False):
-        rows = rows.sort_values("days_since_infusion")
-        x = rows.days_since_infusion
+        rows = rows.sort_values(x_column)
+        x = rows[x_column]
         axes[0, 0].plot(x, rows.percent_id_per_g, marker="o", label=organ)
         if exvivo:
             axes[0, 1].plot(x, rows.label_equivalent_cells, marker="o", label=organ)
     axes[0, 0].set(
-        xlabel="days since cell infusion",
+        xlabel=x_label,
         ylabel="%ID/g (decay-corrected)",
         yscale="log",
         title=f"sub-{animal}: %ID/g",
     )
     if exvivo:
         axes[0, 1].set(
-            xlabel="days since cell infusion",
+            xlabel=x_label,
             ylabel="label-equivalent cells",
             yscale="log",
             title=f"sub-{animal}: cells' worth of label",

@@ -28,6 +28,7 @@ import copy
 import json
 import math
 import os
+import re
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 
 from homing import HomingError
-from homing.decay import decay_factor, seconds_between
+from homing.decay import decay_factor, on_one_clock, seconds_between
 from homing.nuclides import Nuclide, lookup
 
 __all__ = [
@@ -73,8 +74,11 @@ SCANS_TSV_COLUMNS = {
     "body_weight_kg": "body_weight_g (grams)",
     # Weight from animals.tsv: used only when the DICOM has no PatientWeight.
     "fallback_body_weight_kg": "body_weight_g (grams)",
-    "decay_correction": "decay_correction",
-    "allow_injection_after_scan_start": "allow_injection_after_scan_start",
+    "decay_correction": "decay_correction (START, ADMIN or NONE)",
+    "allow_injection_after_scan_start": "allow_injection_after_scan_start (yes)",
+    # Ex vivo labelled cells: the activity infused with the cells (animals.tsv), used as the
+    # injected dose unless scans.tsv gives one (DOMAIN.md §3: the sheet overrides DICOM).
+    "infused_activity_bq": "injected_activity_mbq (MBq)",
 }
 
 #: Slice steps within this relative tolerance of the mean step pass silently.
@@ -307,8 +311,8 @@ def select_series(
         )
     raise HomingError(
         f"{folder}: {len(candidates)} {kind} series found; name the one to use by its "
-        "SeriesInstanceUID (series_uid). Candidates (uid, description, time, files):\n"
-        + "\n".join(_describe(s) for s in candidates)
+        f"SeriesInstanceUID in column {kind}_series_uid of scans.tsv. Candidates (uid, "
+        "description, time, files):\n" + "\n".join(_describe(s) for s in candidates)
     )
 
 
@@ -1166,10 +1170,19 @@ def _nuclide(first: pydicom.Dataset, overrides: dict, value_sources: dict) -> Nu
     path = _name(first)
     if overrides.get("tracer_nuclide") is not None:
         value_sources["TracerRadionuclide"] = "scans.tsv"
-        return lookup(
+        sheet = lookup(
             str(overrides["tracer_nuclide"]),
             source=f"scans.tsv column {_column('tracer_nuclide')}",
         )
+        dicom = _dicom_nuclide(first)
+        if dicom is not None and dicom.name != sheet.name:
+            # A wrong nuclide is a wrong half-life: every decay factor would be wrong.
+            raise HomingError(
+                f"{path}: {_tag('RadionuclideCodeSequence')} says {dicom.name} but scans.tsv "
+                f"column {_column('tracer_nuclide')} says {sheet.name}; correct the sheet (or, "
+                "if the header is wrong, fix it in the DICOM export)"
+            )
+        return sheet
     code_value, meaning = _code(_radiopharm(first), "RadionuclideCodeSequence")
     errors = []
     for text, where in ((code_value, "CodeValue"), (meaning, "CodeMeaning")):
@@ -1187,6 +1200,18 @@ def _nuclide(first: pydicom.Dataset, overrides: dict, value_sources: dict) -> Nu
         f"{path}: missing or unknown {_tag('RadionuclideCodeSequence')} ({why}); set column "
         f"{_column('tracer_nuclide')} in scans.tsv (Homing never assumes a half-life)"
     )
+
+
+def _dicom_nuclide(first: pydicom.Dataset) -> Nuclide | None:
+    """The nuclide the DICOM names (code value or meaning), or None if absent or unknown."""
+    for text in _code(_radiopharm(first), "RadionuclideCodeSequence"):
+        if text is None:
+            continue
+        try:
+            return lookup(text)
+        except HomingError:
+            continue
+    return None
 
 
 def _check_half_life(first: pydicom.Dataset, nuc: Nuclide, decay_corr: str, warn: list[str]):
@@ -1277,7 +1302,10 @@ def _dicom_injection(
     return inj, source
 
 
-def _as_comparable(dt: datetime, reference: datetime, what: str) -> datetime:
+def _as_comparable(dt: datetime, reference: datetime, what: str) -> tuple[datetime, datetime]:
+    """(sheet time, scanner time) on one clock, by :func:`homing.decay.on_one_clock`: a sheet
+    time without offset is the scanner's local time; a sheet time with an offset is absolute,
+    and a DICOM without TimezoneOffsetFromUTC is then taken to be at that offset."""
     if isinstance(dt, str):
         try:
             dt = datetime.fromisoformat(dt)
@@ -1285,39 +1313,132 @@ def _as_comparable(dt: datetime, reference: datetime, what: str) -> datetime:
             raise HomingError(f"{what} = {dt!r} is not an ISO 8601 date and time") from exc
     if not isinstance(dt, datetime):
         raise HomingError(f"{what} = {dt!r} must be a full date and time")
-    if (dt.tzinfo is None) == (reference.tzinfo is None):
-        return dt
-    if dt.tzinfo is None:  # local wall clock, same zone as the scanner
-        return dt.replace(tzinfo=reference.tzinfo)
-    raise HomingError(
-        f"{what} = {dt.isoformat()} has a time zone but the DICOM times do not "
-        f"({_tag('TimezoneOffsetFromUTC')} absent); give the scanner's local time without "
-        "a time zone"
-    )
+    return on_one_clock(dt, reference)
 
 
-def _frames(datasets: list[pydicom.Dataset], warn: list[str]) -> list[dict]:
-    """Bed positions (distinct FrameReferenceTime) with duration s and DecayFactor."""
+def _slice_indices(datasets: list[pydicom.Dataset]) -> list[int] | None:
+    """Index k of each dataset's slice in the written volume (data[:, :, k]), or None.
+
+    :func:`_stack` puts slices in ascending order of their position along the slice normal
+    (IOP row x column cosines) and :func:`write_volume` writes that array as it is (only the
+    affine turns LPS into RAS), so k is the rank of the position among the distinct positions;
+    repeated positions (time frames of a dynamic series) share their k.
+    """
+    try:
+        iop = np.array([float(v) for v in datasets[0].ImageOrientationPatient])
+        ipps = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if iop.shape != (6,) or ipps.ndim != 2 or ipps.shape[1] != 3:
+        return None
+    normal = np.cross(iop[:3], iop[3:])
+    if not np.linalg.norm(normal) > 0:
+        return None
+    proj = np.round(ipps @ (normal / np.linalg.norm(normal)), 3)
+    return [int(k) for k in np.searchsorted(np.unique(proj), proj)]
+
+
+def _runs(indices: list[int]) -> list[list[int]]:
+    """Sorted slice indices as inclusive [first, last] runs: [0, 1, 2, 5] -> [[0, 2], [5, 5]]."""
+    runs: list[list[int]] = []
+    for k in sorted(set(indices)):
+        if runs and k == runs[-1][1] + 1:
+            runs[-1][1] = k
+        else:
+            runs.append([k, k])
+    return runs
+
+
+def _frames(
+    datasets: list[pydicom.Dataset],
+    warn: list[str],
+    scan_start: datetime | None = None,
+    half_life_s: float | None = None,
+) -> list[dict]:
+    """Bed positions of a static series (one per distinct FrameReferenceTime, in its order).
+
+    Each bed gets its duration (ActualFrameDuration, s), DecayFactor, number of slices,
+    ``Slices`` (the inclusive [first, last] runs of slice indices k it covers in the written
+    volume, see :func:`_slice_indices`; each slice belongs to the bed its header names, so
+    beds that overlapped before the scanner stitched them do not overlap here) and
+    ``Start_s``: its start in s after ``scan_start``.
+
+    The start is the bed's earliest acquisition date/time when these differ between beds
+    (Siemens); otherwise Series time + FrameReferenceTime - the decay-weighted reference offset
+    of PS3.3 C.8.9.4.1.5 (as for dynamic frames). If that puts a bed before the scan start,
+    FrameReferenceTime is read as the bed start (GE writes it so) and a warning says so.
+    ``Start_s`` is None when neither is available. An uncorrected (NONE) multi-bed image needs
+    these: each bed's slices are corrected for their own acquisition time.
+    """
+    ks = _slice_indices(datasets)
     beds: dict[float, dict] = {}
-    for ds in datasets:
+    for i, ds in enumerate(datasets):
         frt = ds.get("FrameReferenceTime")
-        key = float(frt) / 1000.0 if frt not in (None, "") else 0.0
+        frt_s = float(frt) / 1000.0 if frt not in (None, "") else 0.0
+        acq = _acquisition_datetimes([ds])
+        if acq and scan_start is not None:
+            # Both are DICOM times; the scan start may have taken the sheet's offset.
+            _, acq_dt = on_one_clock(scan_start, acq[0])
+            acq_s = seconds_between(scan_start, acq_dt)
+        else:
+            acq_s = None
         dur = ds.get("ActualFrameDuration")
         dfac = ds.get("DecayFactor")
         bed = beds.setdefault(
-            key,
+            frt_s,
             {
-                "FrameReferenceTime_s": key,
+                "FrameReferenceTime_s": frt_s,
                 "FrameDuration_s": float(dur) / 1000.0 if dur not in (None, "") else None,
                 "DecayFactor": float(dfac) if dfac not in (None, "") else None,
                 "NumberOfSlices": 0,
+                "_acq_s": acq_s,
+                "_k": [],
             },
         )
         bed["NumberOfSlices"] += 1
+        if acq_s is None or bed["_acq_s"] is None:
+            bed["_acq_s"] = None  # unknown for one slice: unknown for the bed
+        else:
+            bed["_acq_s"] = min(bed["_acq_s"], acq_s)
+        if ks is not None:
+            bed["_k"].append(ks[i])
     out = [beds[k] for k in sorted(beds)]
     if any(b["FrameDuration_s"] is None for b in out):
         warn.append(f"{_tag('ActualFrameDuration')} missing; FrameDuration unknown")
+    starts = _bed_starts(datasets[0], out, scan_start, half_life_s, warn)
+    for bed, start in zip(out, starts, strict=True):
+        bed["Start_s"] = start
+        bed["Slices"] = _runs(bed.pop("_k")) if ks is not None else None
+        del bed["_acq_s"]
     return out
+
+
+def _bed_starts(
+    first: pydicom.Dataset,
+    beds: list[dict],
+    scan_start: datetime | None,
+    half_life_s: float | None,
+    warn: list[str],
+) -> list[float | None]:
+    """Start of each bed in s after the scan start (see :func:`_frames`)."""
+    acq = [b["_acq_s"] for b in beds]
+    if None not in acq and (len(beds) == 1 or len(set(acq)) == len(acq)):
+        return [float(a) for a in acq]
+    series = _series_datetime(first)
+    durations = [b["FrameDuration_s"] for b in beds]
+    if scan_start is None or series is None or half_life_s is None or None in durations:
+        return [None] * len(beds)
+    _, series = on_one_clock(scan_start, series)
+    refs = [seconds_between(scan_start, series) + b["FrameReferenceTime_s"] for b in beds]
+    starts = [r - _reference_offset_s(d, half_life_s) for r, d in zip(refs, durations, strict=True)]
+    if len(beds) > 1 and min(starts) < -1.0 and min(refs) >= -1.0:
+        warn.append(
+            f"{_tag('FrameReferenceTime')} of the beds minus the decay-weighted mid-frame offset "
+            "would put a bed before the scan start: FrameReferenceTime is read as the bed start "
+            "(GE convention)"
+        )
+        return refs
+    return starts
 
 
 def _units(datasets: list[pydicom.Dataset]) -> str:
@@ -1387,25 +1508,62 @@ def _injection(
     scan_source: str,
     vs: dict,
     warn: list,
-) -> tuple[datetime, datetime | None]:
-    """(injection datetime used, injection datetime per DICOM or None).
+    admin: bool = False,
+) -> tuple[datetime, datetime | None, datetime]:
+    """(injection datetime used, injection datetime per DICOM or None, scan start).
 
     The sheet's injection_datetime wins; the DICOM value is still returned because undoing a
-    scanner SUV needs the time the scanner used. An injection after the scan start is an
-    error unless allow_injection_after_scan_start is set.
+    scanner SUV, and an ADMIN image (``admin``: corrected by the scanner to its own injection
+    time), need the time the scanner used. An injection after the scan start is an error
+    unless allow_injection_after_scan_start is set.
+
+    Times and time zones (:func:`homing.decay.on_one_clock`): a sheet time without offset is
+    the scanner's local time; a sheet time with an offset is absolute, and when the DICOM has
+    no TimezoneOffsetFromUTC its times (scan start, DICOM injection) are taken at that offset,
+    so the returned scan start may carry the sheet's offset. A DICOM injection time without a
+    date (RadiopharmaceuticalStartTime only) is put on the date that brings it nearest the
+    sheet's injection, not on the series date: both describe the same injection.
     """
     path = _name(first)
     if overrides.get("injection_datetime") is not None:
-        injection = _as_comparable(
-            overrides["injection_datetime"],
-            scan_start,
-            f"scans.tsv column {_column('injection_datetime')}",
+        column = f"scans.tsv column {_column('injection_datetime')}"
+        injection, aligned_start = _as_comparable(
+            overrides["injection_datetime"], scan_start, column
         )
+        if aligned_start.tzinfo is not scan_start.tzinfo:
+            vs["TimezoneOffset"] = "scans.tsv"
+            warn.append(
+                f"the DICOM has no {_tag('TimezoneOffsetFromUTC')}; its times are taken at the "
+                f"offset of {column} ({injection.isoformat()})"
+            )
         vs["InjectionDateTime"] = "scans.tsv"
+        why = ""
         try:
-            dicom_inj, _ = _dicom_injection(first, scan_start, [])
-        except HomingError:
-            dicom_inj = None
+            dicom_inj, dicom_source = _dicom_injection(first, scan_start, [])
+        except HomingError as exc:
+            dicom_inj, dicom_source, why = None, None, f" ({exc})"
+        if dicom_inj is not None:
+            _, dicom_inj = on_one_clock(injection, dicom_inj)
+        if dicom_source is not None and dicom_source.startswith("RadiopharmaceuticalStartTime"):
+            days = round(seconds_between(dicom_inj, injection) / 86400.0)
+            if days:
+                dicom_inj += timedelta(days=days)
+                warn.append(
+                    f"{_tag('RadiopharmaceuticalStartTime')} has no date; the scanner's "
+                    f"injection time is taken on the date nearest {column}: "
+                    f"{dicom_inj.isoformat()}"
+                )
+        scan_start = aligned_start
+        if admin and dicom_inj is None:
+            raise HomingError(
+                f"{path}: {_tag('DecayCorrection')} is ADMIN: the scanner decay-corrected the "
+                "image to the injection time it was given, but the DICOM has no "
+                f"{'usable ' if why else ''}{_tag('RadiopharmaceuticalStartDateTime')} or "
+                f"{_tag('RadiopharmaceuticalStartTime')}{why}, so that time is unknown and "
+                f"{column} ({injection.isoformat()}) cannot be assumed to be it. Export the "
+                "series again with the radiopharmaceutical start time in the header (or "
+                "reconstruct it with DecayCorrection START)"
+            )
     else:
         dicom_inj, dicom_source = _dicom_injection(first, scan_start, warn)
         if dicom_inj is None:
@@ -1431,7 +1589,7 @@ def _injection(
             f"injection {injection.isoformat()} is {after_s:.0f} s after the scan start "
             "(allowed by scans.tsv)"
         )
-    return injection, dicom_inj
+    return injection, dicom_inj, scan_start
 
 
 def _dose_bq(first: pydicom.Dataset, overrides: dict, vs: dict) -> float:
@@ -1441,6 +1599,11 @@ def _dose_bq(first: pydicom.Dataset, overrides: dict, vs: dict) -> float:
         return _positive(
             overrides["injected_activity_bq"],
             f"scans.tsv column {_column('injected_activity_bq')}",
+        )
+    if overrides.get("infused_activity_bq") is not None:
+        vs["InjectedRadioactivity"] = "animals.tsv activity_infused_mbq"
+        return _positive(
+            overrides["infused_activity_bq"], "animals.tsv column activity_infused_mbq"
         )
     raw = _rp_value(first, "RadionuclideTotalDose")
     if raw is None:
@@ -1482,6 +1645,123 @@ def _weight_kg(first: pydicom.Dataset, overrides: dict, vs: dict) -> float:
     return weight
 
 
+#: PET-BIDS's value for a required quantity that is not known (InjectedMass, SpecificRadioactivity
+#: and their units; also used for the free-text fields Homing cannot fill).
+BIDS_NOT_KNOWN = "n/a"
+#: ConvolutionKernel (0018,1210) texts that mean "no post-reconstruction filter".
+_NO_FILTER_KERNELS = {"none", "no filter", "nofilter", "all-pass", "all pass", "allpass"}
+#: Iterations / subsets in a ReconstructionMethod (0054,1103) such as "OSEM3D 2i16s" (Siemens),
+#: "OP-OSEM3i21s" or "3D-OSEM 4 iterations 8 subsets".
+_RECON_PARAMETERS = (
+    ("iterations", re.compile(r"(\d+)\s*(?:i|it|iter|iterations?)(?![a-z])", re.IGNORECASE)),
+    ("subsets", re.compile(r"(\d+)\s*(?:s|subsets?)(?![a-z])", re.IGNORECASE)),
+)
+#: A filter kernel with its size, e.g. "XYZGAUSSIAN3.00", "XYZ Gauss2.00", "Gaussian 1.5 mm".
+_FILTER_WITH_SIZE = re.compile(r"^(.*?[a-z])[\s_:-]*(\d+(?:\.\d+)?)\s*(?:mm)?$", re.IGNORECASE)
+
+
+def _bids_pet_fields(first: pydicom.Dataset) -> dict:
+    """The PET-BIDS fields the validator requires beyond the quantitative ones: injected mass,
+    specific radioactivity, acquisition mode, reconstruction and attenuation correction.
+
+    Each comes from the DICOM where it holds it (``BIDSValueSources`` says where):
+    AcquisitionMode from SeriesType (0054,1000) value 1 (static/dynamic/...); ReconMethodName
+    and its iterations and subsets from ReconstructionMethod (0054,1103); ReconFilterType/Size from
+    ConvolutionKernel (0018,1210); AttenuationCorrection from AttenuationCorrectionMethod
+    (0054,1101), else the Enhanced AttenuationCorrected (0018,9759) / AttenuationCorrection-
+    Source (0018,9738), else the ATTN flag of CorrectedImage (0028,0051). What the DICOM does
+    not hold gets the specification's "not known" value: "n/a" (text and InjectedMass,
+    SpecificRadioactivity and their units; DICOM has no injected mass, and its
+    RadiopharmaceuticalSpecificActivity (0018,1077) is per amount of substance, i.e. a molar
+    activity, not the Bq/g BIDS wants), ReconMethodParameterLabels/Units ["none"] with no
+    values, and ReconFilterSize [] with ReconFilterType "n/a".
+    """
+
+    def text(keyword: str) -> str | None:
+        raw = first.get(keyword)
+        if raw is None or isinstance(raw, str):
+            return _str_or_none(raw)
+        values = [str(v).strip() for v in raw if str(v).strip()]
+        return "\\".join(values) or None
+
+    vs: dict[str, str] = {}
+    out: dict[str, Any] = {
+        "InjectedMass": BIDS_NOT_KNOWN,
+        "InjectedMassUnits": BIDS_NOT_KNOWN,
+        "SpecificRadioactivity": BIDS_NOT_KNOWN,
+        "SpecificRadioactivityUnits": BIDS_NOT_KNOWN,
+    }
+    for key in out:
+        vs[key] = "not in DICOM (n/a)"
+
+    series_type = first.get("SeriesType")
+    if series_type is not None and not isinstance(series_type, str):
+        series_type = series_type[0] if len(series_type) else None
+    series_type = _str_or_none(series_type)
+    out["AcquisitionMode"] = series_type.lower() if series_type else BIDS_NOT_KNOWN
+    vs["AcquisitionMode"] = "SeriesType" if series_type else "missing (n/a)"
+
+    method = text("ReconstructionMethod")
+    labels, values = [], []
+    name = method
+    for label, pattern in _RECON_PARAMETERS:
+        match = pattern.search(name or "")
+        if match:
+            labels.append(label)
+            values.append(int(match.group(1)))
+            name = name[: match.start()] + " " + name[match.end() :]
+    name = " ".join((name or "").split()).strip(" ,;:-_") or method
+    out["ReconMethodName"] = name or BIDS_NOT_KNOWN
+    out["ReconMethodParameterLabels"] = labels or ["none"]
+    out["ReconMethodParameterUnits"] = ["none"] * len(labels) if labels else ["none"]
+    out["ReconMethodParameterValues"] = values
+    vs["ReconMethodName"] = "ReconstructionMethod" if method else "missing (n/a)"
+
+    kernel = text("ConvolutionKernel")
+    if kernel is None:
+        out["ReconFilterType"], out["ReconFilterSize"] = BIDS_NOT_KNOWN, []
+        vs["ReconFilterType"] = "missing (n/a)"
+    elif kernel.lower() in _NO_FILTER_KERNELS:
+        out["ReconFilterType"] = "none"
+        vs["ReconFilterType"] = "ConvolutionKernel"
+    else:
+        match = _FILTER_WITH_SIZE.match(kernel)
+        out["ReconFilterType"] = match.group(1) if match else kernel
+        out["ReconFilterSize"] = float(match.group(2)) if match else []
+        vs["ReconFilterType"] = "ConvolutionKernel"
+
+    ac_method = text("AttenuationCorrectionMethod")
+    ac_flag = (_str_or_none(first.get("AttenuationCorrected")) or "").upper()
+    ac_source = text("AttenuationCorrectionSource")
+    flags = first.get("CorrectedImage")
+    if flags is not None:
+        flags = [str(f).upper() for f in ([flags] if isinstance(flags, str) else flags)]
+    if ac_method is not None:
+        out["AttenuationCorrection"] = ac_method
+        vs["AttenuationCorrection"] = "AttenuationCorrectionMethod"
+    elif ac_flag in ("YES", "NO"):
+        out["AttenuationCorrection"] = (
+            "none"
+            if ac_flag == "NO"
+            else f"{ac_source}-based"
+            if ac_source
+            else "attenuation corrected (method not recorded)"
+        )
+        vs["AttenuationCorrection"] = "AttenuationCorrected" + (
+            "+AttenuationCorrectionSource" if ac_flag == "YES" and ac_source else ""
+        )
+    elif flags is not None:
+        out["AttenuationCorrection"] = (
+            "attenuation corrected (method not recorded)" if "ATTN" in flags else "none"
+        )
+        vs["AttenuationCorrection"] = "CorrectedImage"
+    else:
+        out["AttenuationCorrection"] = BIDS_NOT_KNOWN
+        vs["AttenuationCorrection"] = "missing (n/a)"
+    out["BIDSValueSources"] = vs
+    return out
+
+
 def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, source: str) -> dict:
     """PET-BIDS-style sidecar for an emission series (PT or NM), as a JSON-ready dict.
 
@@ -1508,7 +1788,9 @@ def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, so
 
     _series_value(datasets, _series_datetime, "SeriesDate/SeriesTime")
     scan_start, scan_source = scan_start_datetime(datasets, warn)
-    injection, dicom_inj = _injection(first, overrides, scan_start, scan_source, vs, warn)
+    injection, dicom_inj, scan_start = _injection(
+        first, overrides, scan_start, scan_source, vs, warn, admin=decay_corr == "ADMIN"
+    )
     injection_start_s = seconds_between(scan_start, injection)
     dose_bq = _dose_bq(first, overrides, vs)
     weight_kg = _weight_kg(first, overrides, vs)
@@ -1516,7 +1798,10 @@ def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, so
     if decay_corr == "START":
         dc_time, dc_dt = 0.0, scan_start
     elif decay_corr == "ADMIN":
-        dc_time, dc_dt = injection_start_s, injection
+        # Corrected by the scanner to the injection time it was given (the DICOM's), not to a
+        # sheet override: quantification corrects from there to the injection used.
+        dc_dt = dicom_inj
+        dc_time = seconds_between(scan_start, dc_dt)
     else:
         dc_time, dc_dt = None, None
 
@@ -1535,7 +1820,7 @@ def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, so
             first, decay_corr, dicom_inj, injection, scan_start, nuc, dose_bq, weight_kg, warn
         )
 
-    beds = _frames(datasets, warn)
+    beds = _frames(datasets, warn, scan_start, nuc.half_life_s)
     durations = [b["FrameDuration_s"] for b in beds]
     decay_factors = [b["DecayFactor"] for b in beds]
     return {
@@ -1569,8 +1854,29 @@ def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, so
         "DecayCorrectionFactor": decay_factors if None not in decay_factors else None,
         "BodyWeight": weight_kg,
         "ModeOfAdministration": "intravenous",
+        **_bids_pet_fields(first),
         "ValueSources": vs,
+        "DicomValues": _dicom_values(first, dicom_inj),
         "Warnings": warn,
+    }
+
+
+def _dicom_values(first: pydicom.Dataset, dicom_inj: datetime | None) -> dict:
+    """What the header itself says of identity, dose, weight and injection, whatever the
+    sheets override: quantification checks the sheets against these (homing.crosscheck)."""
+    dose = _rp_value(first, "RadionuclideTotalDose")
+    weight = _str_or_none(first.get("PatientWeight"))
+    try:
+        dose_mbq = float(dose) / 1e6 if dose is not None and float(dose) > 0 else None
+        weight_kg = float(weight) if weight is not None and float(weight) > 0 else None
+    except ValueError:
+        dose_mbq = weight_kg = None  # unreadable: the value used came from the sheet
+    return {
+        "PatientID": _str_or_none(first.get("PatientID")),
+        "PatientName": _str_or_none(first.get("PatientName")),
+        "InjectedRadioactivity_MBq": dose_mbq,
+        "BodyWeight_kg": weight_kg,
+        "InjectionDateTime": dicom_inj.isoformat() if dicom_inj else None,
     }
 
 
@@ -1761,7 +2067,8 @@ def _dynamic_timing(groups: list[list[pydicom.Dataset]], sidecar: dict, source: 
     acq = [_acquisition_datetimes(g) for g in groups]
     acq_starts = [min(a) if len(a) == len(g) else None for a, g in zip(acq, groups, strict=True)]
     if None not in acq_starts and len(set(acq_starts)) == len(acq_starts):
-        starts = [seconds_between(scan_start, a) for a in acq_starts]
+        # DICOM times on the scan start's clock (which may carry the sheet's offset).
+        starts = [seconds_between(*on_one_clock(scan_start, a)) for a in acq_starts]
         start_source = "AcquisitionDateTime"
     else:
         starts = []
@@ -1776,7 +2083,7 @@ def _dynamic_timing(groups: list[list[pydicom.Dataset]], sidecar: dict, source: 
                     f"{_tag('FrameReferenceTime')} or SeriesDate/SeriesTime is missing. Export "
                     "the dynamic series with its frame timing"
                 )
-            ref = seconds_between(scan_start, series) + float(frt) / 1000.0
+            ref = seconds_between(*on_one_clock(scan_start, series)) + float(frt) / 1000.0
             starts.append(ref - _reference_offset_s(dur, half_life))
         start_source = "SeriesDate+SeriesTime+FrameReferenceTime"
     for t in range(1, len(starts)):

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import traceback
 import warnings
 from datetime import datetime
@@ -16,12 +17,24 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from homing import HomingError, atlas, figures, ingest, masks, qc, quantify, registration, roi
+from homing import (
+    HomingError,
+    atlas,
+    crosscheck,
+    figures,
+    ingest,
+    masks,
+    qc,
+    quantify,
+    registration,
+    roi,
+)
 
 
 @contextlib.contextmanager
 def logged(log_path: str | Path, threads: int = 1):
     """Send stderr, warnings and logging to the rule's log; record any exception there too.
+    A HomingError (bad input) ends the job with its message alone on the console, exit 1.
 
     ITK (ANTs) gets the rule's ``threads``: unpinned it takes every core of the node, which
     on a cluster oversubscribes the job's allocation."""
@@ -37,6 +50,12 @@ def logged(log_path: str | Path, threads: int = 1):
             )
             try:
                 yield
+            except HomingError as exc:
+                # The user's input: the message says what to do, a traceback would bury it.
+                print(f"ERROR: {exc}", file=log)
+                traceback.print_exc(file=log)
+                print(f"ERROR: {exc}", file=sys.__stderr__)
+                raise SystemExit(1) from None
             except Exception as exc:
                 print(f"ERROR: {exc}", file=log)
                 traceback.print_exc(file=log)
@@ -73,6 +92,14 @@ def sheet_overrides(scan: dict, animal: dict) -> dict:
         out["fallback_body_weight_kg"] = float(animal["body_weight_g"]) / 1000.0
     if given(scan.get("tracer")):
         out["tracer_name"] = str(scan["tracer"])
+    if given(scan.get("decay_correction")):
+        out["decay_correction"] = str(scan["decay_correction"])
+    if scan.get("allow_injection_after_scan_start") is True:
+        out["allow_injection_after_scan_start"] = True
+    # Ex vivo labelled cells: the scan images the label, whose activity was measured when the
+    # cells were infused (load_study checks the scan's nuclide is the label's).
+    if animal.get("labelling_method") == "ex_vivo" and given(animal.get("activity_infused_mbq")):
+        out["infused_activity_bq"] = float(animal["activity_infused_mbq"]) * 1e6
     return out
 
 
@@ -91,10 +118,15 @@ def ingest_series(
     out_nii: Path,
     out_json: Path,
     uid: str | None = None,
+    where: str = "scans.tsv",
 ) -> None:
     """DICOM folder → NIfTI (float32; Bq/mL or HU) + JSON sidecar. ``uid`` picks the series
-    when the folder holds several."""
-    vol = ingest.ingest(Path(folder), kind, overrides or None, uid)
+    when the folder holds several; ``where`` names the scan's sheet row in messages."""
+    try:
+        vol = ingest.ingest(Path(folder), kind, overrides or None, uid)
+    except HomingError as exc:
+        # The sheet row too: the message says which scans.tsv column fixes it.
+        raise HomingError(f"{where}: {exc}") from exc
     for w in vol.sidecar.get("Warnings", []):
         logging.warning(w)
     ingest.write_volume(vol, Path(out_nii), Path(out_json))
@@ -302,11 +334,15 @@ def quantify_scan(
     scan: dict,
     tissue_density_g_per_ml: float,
     small_organ_ml: float,
+    checks: dict,
+    where: str,
     out_tsv: Path,
 ) -> None:
     """Per-organ table of one scan (see homing.quantify.organ_table for the columns), with
-    the scan's registration QC metrics and flags on every row."""
+    the scan's registration QC metrics and flags on every row. The sheets are checked
+    against the header first (homing.crosscheck, tolerances ``checks``)."""
     sidecar = _read_json(pet_json)
+    sheet_flags = crosscheck.check_scan(sidecar, animal, scan, checks, where)
     pet_img, lab_pet, lab_ct = (nib.load(str(p)) for p in (pet_nii, labels_pet, labels_ct))
     if not np.allclose(pet_img.affine, lab_pet.affine, atol=1e-4):
         raise HomingError(f"{labels_pet} is not on the grid of {pet_nii}")
@@ -322,6 +358,7 @@ def quantify_scan(
         small_organ_ml,
     )
     table = quantify.with_registration_qc(table, _read_json(regqc_json), _read_json(pet_to_ct_json))
+    table = quantify.with_flags(table, sheet_flags)
     write_tsv(
         quantify.with_scan_columns(table, quantify.scan_columns(sidecar, animal, scan)),
         Path(out_tsv),
@@ -372,4 +409,32 @@ def registration_qc_table(
                 "passed": not record["flags"],
             }
         )
+    if not rows:
+        raise HomingError("no scans to tabulate: scans.tsv has no rows")
     write_tsv(pd.DataFrame(rows), Path(out_tsv))
+
+
+#: The BIDS version results/ follows (PET-BIDS sidecars, derivatives dataset_description).
+BIDS_VERSION = "1.9.0"
+
+
+def bids_dataset_description(out_json: Path, version: str) -> None:
+    """results/dataset_description.json: results/ as a BIDS derivatives dataset whose converted
+    PET (sub-*/ses-*/pet/*_pet.nii.gz + .json) follows PET-BIDS, generated by Homing
+    ``version``."""
+    _write_json(
+        {
+            "Name": "Homing results",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [
+                {
+                    "Name": "Homing",
+                    "Version": version,
+                    "Description": "DICOM PET/CT to NIfTI + PET-BIDS sidecars, atlas "
+                    "registration and organ quantification",
+                }
+            ],
+        },
+        Path(out_json),
+    )

@@ -15,16 +15,30 @@ import numpy as np
 import pandas as pd
 
 from homing import HomingError
-from homing.decay import LN2, activity_per_cell_bq, decay_factor, seconds_between
+from homing.decay import LN2, activity_per_cell_bq, decay_factor, on_one_clock, seconds_between
 from homing.nuclides import lookup
 
 
-def to_injection_factor(sidecar: dict) -> float:
+def _in_frame(duration_s: float, half_life_s: float) -> float:
+    """λΔt / (1 − e^(−λΔt)): frame-average concentration → concentration at the frame start."""
+    lam_dt = LN2 * float(duration_s) / half_life_s
+    return lam_dt / -math.expm1(-lam_dt) if lam_dt > 0 else 1.0
+
+
+def to_injection_factor(sidecar: dict) -> float | np.ndarray:
     """Factor turning the image's stored Bq/mL into Bq/mL decay-corrected to injection.
 
-    * START/ADMIN: the image is corrected to ``DecayCorrectionDateTime``; correct from there.
+    * START/ADMIN: the image is corrected to ``DecayCorrectionDateTime`` (ADMIN: the injection
+      time the scanner used, which a sheet override may differ from); correct from there.
     * NONE: a static frame holds the frame-average concentration; undo the in-frame decay
       (λΔt / (1 − e^(−λΔt))) to the frame start, then correct to injection.
+    * NONE with several beds (``BedPositions`` with more than one entry): each bed was
+      acquired at its own time, so the factor is per slice: an array of shape (1, 1, nz),
+      broadcastable to the (x, y, z) volume, that holds for every slice k its bed's factor
+      (its own duration and ``Start_s``). Each slice takes the timing of the bed its header
+      names; where the scanner blended overlapping beds into one slice, the blend weights are
+      unknown and that slice is corrected with the named bed (the usual stitched exports have
+      one bed per slice). Otherwise a float.
     """
     half_life_s = float(sidecar["HalfLife_s"])
     injection = datetime.fromisoformat(sidecar["InjectionDateTime"])
@@ -38,10 +52,98 @@ def to_injection_factor(sidecar: dict) -> float:
             "single static frame; dynamic uncorrected images are not supported yet"
         )
     scan_start = datetime.fromisoformat(sidecar["ScanStartDateTime"])
-    lam_dt = LN2 * float(durations[0]) / half_life_s
-    in_frame = lam_dt / (1.0 - math.exp(-lam_dt)) if lam_dt > 0 else 1.0
+    beds = sidecar.get("BedPositions") or []
+    if len(beds) > 1:
+        return _per_slice_factor(sidecar, beds, seconds_between(injection, scan_start))
     frame_start_s = seconds_between(injection, scan_start) + float(starts[0])
-    return in_frame / decay_factor(frame_start_s, half_life_s)
+    return _in_frame(durations[0], half_life_s) / decay_factor(frame_start_s, half_life_s)
+
+
+def _per_slice_factor(sidecar: dict, beds: list[dict], scan_after_injection_s: float):
+    """(1, 1, nz) factors of an uncorrected multi-bed image (see :func:`to_injection_factor`)."""
+    uid = sidecar.get("SeriesInstanceUID")
+    half_life_s = float(sidecar["HalfLife_s"])
+    shape = sidecar.get("ImageShape")
+    missing = [
+        key
+        for key in ("Start_s", "FrameDuration_s", "Slices")
+        if any(b.get(key) is None for b in beds)
+    ]
+    if missing:
+        raise HomingError(
+            f"{uid}: the image is not decay-corrected (DecayCorrection NONE) and has "
+            f"{len(beds)} bed positions, but the sidecar lacks their {', '.join(missing)}: "
+            "each bed must be corrected for its own acquisition time. Ingest the DICOM again "
+            "with this version (it records them), or export the image decay-corrected (START)"
+        )
+    nz = int(shape[2]) if shape else 1 + max(run[1] for b in beds for run in b["Slices"])
+    factor = np.full(nz, np.nan)
+    owner = np.full(nz, -1)
+    for i, bed in enumerate(beds):
+        value = _in_frame(bed["FrameDuration_s"], half_life_s) / decay_factor(
+            scan_after_injection_s + float(bed["Start_s"]), half_life_s
+        )
+        for first, last in bed["Slices"]:
+            if not 0 <= first <= last < nz:
+                raise HomingError(f"{uid}: bed {i + 1} slices {first}..{last} outside 0..{nz - 1}")
+            taken = owner[first : last + 1]
+            if (taken >= 0).any():
+                raise HomingError(
+                    f"{uid}: slice {first + int(np.argmax(taken >= 0))} belongs to beds "
+                    f"{int(taken.max()) + 1} and {i + 1}; an uncorrected image needs one "
+                    "acquisition time per slice"
+                )
+            owner[first : last + 1] = i
+            factor[first : last + 1] = value
+    if (owner < 0).any():
+        raise HomingError(
+            f"{uid}: slice {int(np.argmax(owner < 0))} belongs to no bed; its acquisition time "
+            "is unknown"
+        )
+    return factor.reshape(1, 1, nz)
+
+
+#: animals.tsv columns holding times.
+ANIMAL_TIMES = ("labelling_datetime", "infusion_datetime")
+
+
+def _as_datetime(value) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def animal_time(animal: dict, column: str, scanner: datetime) -> tuple[datetime, datetime]:
+    """(animals.tsv ``column`` time, scanner time from the sidecar) on one clock.
+
+    By :func:`homing.decay.on_one_clock`: a sheet time without offset is the scanner's local
+    time; one with an offset is absolute. When the scanner time has none (no
+    TimezoneOffsetFromUTC, no offset in scans.tsv injection_datetime), the offset of the
+    animal's sheet times is taken as the scanner's; if those times disagree on their offset
+    the scanner's zone is ambiguous and this is an error.
+    """
+    value = _as_datetime(animal[column])
+    if scanner.tzinfo is None and value.tzinfo is not None:
+        offsets = {
+            c: _as_datetime(animal[c]).isoformat()
+            for c in ANIMAL_TIMES
+            if isinstance(animal.get(c), (str, datetime)) and animal.get(c) != ""
+        }
+        if len({_as_datetime(v).utcoffset() for v in offsets.values()}) > 1:
+            raise HomingError(
+                f"{animal.get('animal_id')}: animals.tsv "
+                + ", ".join(f"{c} = {v}" for c, v in offsets.items())
+                + " have different UTC offsets and the scan's times have none (DICOM without "
+                "TimezoneOffsetFromUTC (0008,0201)), so the scanner's time zone is ambiguous. "
+                "Give the scan's injection_datetime in scans.tsv with the scanner's offset, or "
+                "write the animals.tsv times without an offset (scanner local time)"
+            )
+    return on_one_clock(value, scanner)
+
+
+def images_the_label(animal: dict, nuclide: str) -> bool:
+    """Whether a scan of ``nuclide`` images the animal's ex vivo label, by canonical name:
+    the sheet may write "Zr-89" for the header's "89Zr"."""
+    label = animal.get("label_nuclide")
+    return isinstance(label, str) and lookup(label).name == lookup(nuclide).name
 
 
 def label_equivalent_cells_per_bq(animal: dict, injection: datetime, nuclide: str) -> float:
@@ -49,13 +151,15 @@ def label_equivalent_cells_per_bq(animal: dict, injection: datetime, nuclide: st
 
     a_cell(t) = specific activity at labelling (kBq per 10⁶ cells) decayed from the labelling
     time to t. Division leaves organ totals unchanged, so activity / a_cell counts original
-    labelled cells' worth of label, not live cells. NaN when not an ex vivo scan of the label.
+    labelled cells' worth of label, not live cells. NaN when the animal is not ex vivo
+    labelled or the scan is of another nuclide (its rows are flagged: homing.crosscheck).
     """
-    if animal.get("labelling_method") != "ex_vivo" or animal.get("label_nuclide") != nuclide:
+    if animal.get("labelling_method") != "ex_vivo" or not images_the_label(animal, nuclide):
         return float("nan")
+    labelled, injection = animal_time(animal, "labelling_datetime", injection)
     a_cell_bq = activity_per_cell_bq(
         float(animal["labelling_specific_activity_kbq_per_1e6_cells"]),
-        datetime.fromisoformat(str(animal["labelling_datetime"])),
+        labelled,
         injection,
         lookup(nuclide).half_life_s,
     )
@@ -77,7 +181,9 @@ def organ_table(
 
     ``organs`` is the scan's label table (columns label, name and optionally source: "atlas",
     or "user_mask" / "threshold" for user ROIs). Volumes come from the label
-    map on the (finer) CT grid; concentrations from the label map on the PET grid.
+    map on the (finer) CT grid; concentrations from the label map on the PET grid. The
+    decay correction to injection (:func:`to_injection_factor`) is applied voxel-wise before
+    the organ means when it varies by slice (an uncorrected multi-bed image).
     """
     if pet_bq_per_ml.shape != labels_on_pet.shape:
         raise HomingError(
@@ -96,6 +202,16 @@ def organ_table(
     sums = np.bincount(flat_lab, weights=flat_val, minlength=n_labels)
     sq = np.bincount(flat_lab, weights=flat_val**2, minlength=n_labels)
     n_ct = np.bincount(labels_on_ct.ravel(), minlength=n_labels)
+    sums_inj = None
+    if isinstance(to_inj, np.ndarray):  # per slice (uncorrected multi-bed): voxel-wise first
+        if pet_bq_per_ml.ndim != 3 or to_inj.shape[2] != pet_bq_per_ml.shape[2]:
+            raise HomingError(
+                f"{sidecar.get('SeriesInstanceUID')}: per-slice decay factors for "
+                f"{to_inj.shape[2]} slices (the bed positions of the ingested image) do not "
+                f"fit a PET of shape {pet_bq_per_ml.shape}"
+            )
+        corrected = (pet_bq_per_ml.astype(np.float64) * to_inj).ravel()
+        sums_inj = np.bincount(flat_lab, weights=corrected, minlength=n_labels)
     rows = []
     for organ in organs.itertuples():
         if organ.label == 0:
@@ -111,7 +227,10 @@ def organ_table(
             sd_scan = math.sqrt(max(sq[lab] / n_pet[lab] - mean_scan**2, 0.0))
         if volume_ml < small_organ_ml:
             flags.append("small_organ_partial_volume")
-        mean_inj = mean_scan * to_inj
+        if sums_inj is None:
+            mean_inj = mean_scan * to_inj
+        else:
+            mean_inj = sums_inj[lab] / n_pet[lab] if n_pet[lab] else float("nan")
         total_inj = mean_inj * volume_ml
         rows.append(
             {
@@ -155,14 +274,28 @@ def with_registration_qc(table: pd.DataFrame, regqc: dict, pet_to_ct: dict) -> p
     return out
 
 
+def with_flags(table: pd.DataFrame, scan_flags: list[str]) -> pd.DataFrame:
+    """Append flags that hold for the whole scan to every row's ``flags``."""
+    out = table.copy()
+    out["flags"] = [
+        ";".join([f for f in str(existing).split(";") if f] + list(scan_flags))
+        for existing in out["flags"]
+    ]
+    return out
+
+
 def scan_columns(sidecar: dict, animal: dict, scan: dict) -> dict:
-    """Per-scan identifiers and times that travel with every organ row (hours, days)."""
+    """Per-scan identifiers and times that travel with every organ row (hours, days).
+
+    days_since_infusion compares the animals.tsv infusion time with the scan start on one
+    clock (:func:`animal_time`): a naive sheet time against an aware DICOM time, or the
+    reverse, is not a TypeError but follows the project's time-zone rule."""
     injection = datetime.fromisoformat(sidecar["InjectionDateTime"])
     scan_start = datetime.fromisoformat(sidecar["ScanStartDateTime"])
     infusion = animal.get("infusion_datetime")
     days = (
-        seconds_between(datetime.fromisoformat(str(infusion)), scan_start) / 86400.0
-        if isinstance(infusion, str) and infusion
+        seconds_between(*animal_time(animal, "infusion_datetime", scan_start)) / 86400.0
+        if isinstance(infusion, (str, datetime)) and infusion != ""
         else float("nan")
     )
     return {

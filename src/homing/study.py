@@ -43,6 +43,8 @@ def validate_config(config: dict, schema: dict, source: str = "config") -> dict:
 
 #: A full date and time (DOMAIN.md §3: a date alone, or a time alone, is never enough).
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+#: Words a yes/no sheet column accepts (case-insensitive).
+_TRUE, _FALSE = ("yes", "true", "1"), ("no", "false", "0")
 
 
 def _convert(value: str, spec: dict) -> object:
@@ -58,6 +60,13 @@ def _convert(value: str, spec: dict) -> object:
             return int(value)
         except ValueError:
             raise ValueError(f"{value!r} is not a whole number") from None
+    if kind == "boolean":
+        word = value.lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+        raise ValueError(f"{value!r} is not yes or no (write yes, no, true or false)")
     if spec.get("format") == "date-time":
         try:
             if not _DATETIME.match(value):
@@ -70,6 +79,22 @@ def _convert(value: str, spec: dict) -> object:
     return value
 
 
+def _read_tsv(path: Path, sheet: str) -> pd.DataFrame:
+    """The sheet's cells as text; an empty or unparseable file is a HomingError naming it."""
+    try:
+        return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raise HomingError(
+            f"{sheet}: {path} is empty; it needs a header line of tab-separated column names "
+            "and one row per entry (see config/README.md)"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise HomingError(
+            f"{sheet}: {path} is not a readable tab-separated sheet ({exc}); save it as "
+            "UTF-8 text with tabs between columns and the same number of cells on every line"
+        ) from None
+
+
 def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
     """Read a TSV sheet as text and validate each row; return typed rows (empty cells → NA).
 
@@ -80,9 +105,14 @@ def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
         raise HomingError(
             f"{sheet}: file {path} does not exist; check the '{sheet}' key in the config"
         )
-    raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False)
+    raw = _read_tsv(path, sheet)
     raw.index = range(2, len(raw) + 2)  # line numbers in the file (header = line 1)
     raw = raw[(raw.apply(lambda col: col.str.strip()) != "").any(axis=1)]
+    if raw.empty:
+        raise HomingError(
+            f"{sheet}: {path} has a header but no rows; add one row per "
+            f"{'animal' if sheet == 'animals' else 'scan'} (see config/README.md)"
+        )
     props = schema["properties"]
     problems = []
     unknown = [c for c in raw.columns if c not in props]
@@ -125,6 +155,114 @@ def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
     return df
 
 
+def _canonical_nuclides(sheet: pd.DataFrame, column: str, path: Path) -> list[str]:
+    """Replace each nuclide cell by its canonical name in place; return the problems."""
+    problems = []
+    for line, text in sheet[column].items():
+        try:
+            sheet.loc[line, column] = lookup(
+                text, source=f"{path}: row {line}, column {column}"
+            ).name
+        except HomingError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+#: The sheets' date-time columns.
+_DATETIME_COLUMNS = {
+    "animals": ("labelling_datetime", "infusion_datetime"),
+    "scans": ("injection_datetime",),
+}
+
+
+def _mixed_time_zones(
+    animals: pd.DataFrame, scans: pd.DataFrame, animals_path: Path, scans_path: Path
+) -> list[str]:
+    """One problem if some sheet times carry a UTC offset and others do not.
+
+    Rule (config/README.md, "Times and time zones"): every time in the sheets is written the
+    same way, so that any two of them can be compared without guessing a zone."""
+    aware, naive = [], []
+    for sheet, path, columns in (
+        (animals, animals_path, _DATETIME_COLUMNS["animals"]),
+        (scans, scans_path, _DATETIME_COLUMNS["scans"]),
+    ):
+        for column in columns:
+            if column not in sheet:
+                continue
+            for line, text in sheet[column].items():
+                if isinstance(text, str) and text:
+                    has_zone = datetime.fromisoformat(text).tzinfo is not None
+                    (aware if has_zone else naive).append(
+                        f"{path.name}: row {line}, column {column}"
+                    )
+    if aware and naive:
+        return [
+            f"{animals_path} and {scans_path}: some times have a time zone (UTC offset: "
+            f"{'; '.join(aware[:3])}) and some do not ({'; '.join(naive[:3])}); write every "
+            "time the same way, all as the scanner's local time without an offset, or all "
+            "with one (e.g. 2026-03-02T10:00:00+01:00)"
+        ]
+    return []
+
+
+def _label_matches_scans(
+    animals: pd.DataFrame, scans: pd.DataFrame, animals_path: Path, scans_path: Path
+) -> list[str]:
+    """An ex vivo labelled animal has scans of its label (it may have others too, e.g. an
+    [18F]FDG scan, which count no cells), and a scan of the label injected, when the sheet
+    says when, at the cell infusion (DOMAIN.md §1)."""
+    problems = []
+    by_id = {row.animal_id: (line, row) for line, row in animals.iterrows()}
+    for animal_line, animal in animals[animals.labelling_method == "ex_vivo"].iterrows():
+        own = scans[scans.animal_id == animal.animal_id]
+        if len(own) and not (own.tracer_nuclide == animal.label_nuclide).any():
+            problems.append(
+                f"{animals_path}: row {animal_line}, column label_nuclide: "
+                f"{animal.label_nuclide}, but none of {animal.animal_id}'s scans images it "
+                f"({scans_path} rows {', '.join(map(str, own.index))}, column tracer_nuclide: "
+                f"{', '.join(sorted(set(own.tracer_nuclide)))}); a scan of labelled cells "
+                "images the label, so correct one of the two"
+            )
+    for line, scan in scans.iterrows():
+        animal_line, animal = by_id[scan.animal_id]
+        if animal.labelling_method != "ex_vivo":
+            continue
+        if scan.tracer_nuclide != animal.label_nuclide:
+            continue  # another tracer (e.g. [18F]FDG of a tumour): no cells, rows flagged
+        given = scan.get("injection_datetime")
+        if isinstance(given, str) and given:
+            injected = datetime.fromisoformat(given)
+            infused = datetime.fromisoformat(animal.infusion_datetime)
+            if injected != infused:
+                problems.append(
+                    f"{scans_path}: row {line}, column injection_datetime: {given}, but the "
+                    f"labelled cells of {scan.animal_id} were infused at "
+                    f"{animal.infusion_datetime} ({animals_path} row {animal_line}, column "
+                    "infusion_datetime); for ex vivo labelled cells the injection is the "
+                    "infusion: leave injection_datetime empty or make them equal"
+                )
+    return problems
+
+
+def _one_animal_per_series(scans: pd.DataFrame, scans_path: Path) -> list[str]:
+    """Two animals' rows naming the same emission series would measure one mouse twice."""
+    problems = []
+    uid = scans["emission_series_uid"] if "emission_series_uid" in scans else None
+    keys = {}
+    for line, row in scans.iterrows():
+        named = uid[line] if uid is not None and isinstance(uid[line], str) else None
+        key = (row.emission_dicom, named)
+        if key in keys and keys[key][1] != row.animal_id:
+            problems.append(
+                f"{scans_path}: row {line}, column emission_dicom: {row.emission_dicom} is "
+                f"also row {keys[key][0]}'s ({keys[key][1]}); each animal needs its own scan "
+                "folder (or name a different emission_series_uid)"
+            )
+        keys.setdefault(key, (line, row.animal_id))
+    return problems
+
+
 @dataclass
 class Study:
     """A validated study: animals and scans, with DICOM folders resolved to absolute paths."""
@@ -152,6 +290,13 @@ class Study:
     def scan(self, animal_id: str, session_id: str) -> dict:
         """The scans.tsv row of one session, as a dict."""
         return dict(self._scan_rows[(animal_id, session_id)])
+
+    def where(self, animal_id: str, session_id: str) -> str:
+        """The scan's row in scans.tsv, for messages: '/study/scans.tsv, row of M1/d2'. Named
+        by its ids, not its line: a rule parameter, so adding a row must not change it."""
+        if (animal_id, session_id) not in self._scan_rows:
+            raise KeyError(f"no scan {animal_id}/{session_id} in {self.scans_path}")
+        return f"{self.scans_path}, row of {animal_id}/{session_id}"
 
     def animal(self, animal_id: str) -> dict:
         """The animals.tsv row of one animal, as a dict."""
@@ -220,28 +365,22 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
                 scans.loc[line, "roi_masks"] = ";".join(resolved)
             except HomingError as exc:
                 problems.append(str(exc))
-        try:
-            lookup(row.tracer_nuclide, source=f"{scans_path}: row {line}, column tracer_nuclide")
-        except HomingError as exc:
-            problems.append(str(exc))
-    for line, row in animals.iterrows():
-        if row.labelling_method == "ex_vivo":
-            try:
-                lookup(
-                    row.label_nuclide, source=f"{animals_path}: row {line}, column label_nuclide"
-                )
-            except HomingError as exc:
-                problems.append(str(exc))
-            labelled = datetime.fromisoformat(row.labelling_datetime)
-            infused = datetime.fromisoformat(row.infusion_datetime)
-            where = f"{animals_path}: row {line}, column labelling_datetime"
-            if (labelled.tzinfo is None) != (infused.tzinfo is None):
-                problems.append(
-                    f"{where}: one of labelling_datetime and infusion_datetime has a time "
-                    "zone and the other not; write both the same way"
-                )
-            elif labelled > infused:
-                problems.append(f"{where}: labelling is after infusion_datetime; check both")
+    # Nuclides are canonical ("Zr-89" -> "89Zr") from here on: later stages compare names.
+    problems += _canonical_nuclides(scans, "tracer_nuclide", scans_path)
+    exvivo = animals[animals.labelling_method == "ex_vivo"]
+    problems += _canonical_nuclides(exvivo, "label_nuclide", animals_path)
+    animals.loc[exvivo.index, "label_nuclide"] = exvivo.label_nuclide
+    mixed_zones = _mixed_time_zones(animals, scans, animals_path, scans_path)
+    problems += mixed_zones
+    for line, row in exvivo.iterrows():
+        labelled = datetime.fromisoformat(row.labelling_datetime)
+        infused = datetime.fromisoformat(row.infusion_datetime)
+        where = f"{animals_path}: row {line}, column labelling_datetime"
+        if not mixed_zones and labelled > infused:
+            problems.append(f"{where}: labelling is after infusion_datetime; check both")
+    if not problems:
+        problems += _label_matches_scans(animals, scans, animals_path, scans_path)
+    problems += _one_animal_per_series(scans, scans_path)
     for line, row in animals.iterrows():
         ref = row.get("reference_session")
         if isinstance(ref, str) and ref:

@@ -29,6 +29,10 @@ def scan_row(wildcards):
     return STUDY.scan(wildcards.animal, wildcards.session)
 
 
+def sheet_row(wildcards):
+    return STUDY.where(wildcards.animal, wildcards.session)
+
+
 def animal_row(wildcards):
     return STUDY.animal(wildcards.animal)
 
@@ -90,7 +94,11 @@ def roi_mask_files(wildcards):
 def all_outputs():
     animals = sorted({a for a, _ in STUDY.sessions()})
     return (
-        ["results/study_organs.tsv", "results/registration_qc.tsv"]
+        [
+            "results/study_organs.tsv",
+            "results/registration_qc.tsv",
+            "results/dataset_description.json",
+        ]
         + [animal_path("organs.tsv", a) for a in animals]
         + [animal_path("desc-tac_plot.png", a) for a in animals]
         + [

@@ -19,6 +19,7 @@ rule ingest_emission:
     params:
         overrides=lambda w: sheet_overrides(scan_row(w), animal_row(w)),
         series_uid=lambda w: series_uid(scan_row(w), "emission"),
+        where=sheet_row,
     script:
         "../scripts/ingest.py"
 
@@ -42,5 +43,6 @@ rule ingest_ct:
     params:
         overrides=None,
         series_uid=lambda w: series_uid(scan_row(w), "ct"),
+        where=sheet_row,
     script:
         "../scripts/ingest.py"

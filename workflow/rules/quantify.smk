@@ -26,6 +26,8 @@ rule quantify_scan:
         scan=scan_row,
         density=config["quantification"]["tissue_density_g_per_ml"],
         small_organ_ml=config["quantification"]["small_organ_ml"],
+        checks=config["checks"],
+        where=sheet_row,
     script:
         "../scripts/quantify_scan.py"
 

@@ -12,4 +12,5 @@ with pipeline.logged(sm.log[0], sm.threads):
         sm.output.nii,
         sm.output.json,
         sm.params.series_uid,
+        sm.params.where,
     )

@@ -16,5 +16,7 @@ with pipeline.logged(sm.log[0], sm.threads):
         sm.params.scan,
         sm.params.density,
         sm.params.small_organ_ml,
+        sm.params.checks,
+        sm.params.where,
         sm.output[0],
     )

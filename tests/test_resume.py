@@ -1,0 +1,89 @@
+"""Kill and resume: a run killed with SIGKILL mid-way resumes, after `snakemake --unlock`,
+to the same tables as an uninterrupted run (README, "An interrupted run")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from .conftest import REPO, SNAKEMAKE_ENV, snakemake, snakemake_command
+
+pytestmark = pytest.mark.workflow
+
+ANIMAL, SESSIONS = "EX01", ("d0", "d3")
+
+
+def _one_animal(demo: Path, root: Path) -> Path:
+    """The demo's EX01 with two sessions: sheets and config overlay in ``root``."""
+    root.mkdir()
+    animals = pd.read_csv(demo / "animals.tsv", sep="\t", dtype=str, keep_default_na=False)
+    animals[animals.animal_id == ANIMAL].to_csv(root / "animals.tsv", sep="\t", index=False)
+    scans = pd.read_csv(demo / "scans.tsv", sep="\t", dtype=str, keep_default_na=False)
+    scans = scans[(scans.animal_id == ANIMAL) & scans.session_id.isin(SESSIONS)].copy()
+    for col in ("emission_dicom", "ct_dicom"):
+        scans[col] = [str(demo / p) for p in scans[col]]
+    scans.to_csv(root / "scans.tsv", sep="\t", index=False)
+    config = (demo / "config.yaml").read_text()
+    config = config.replace(str(demo / "animals.tsv"), str(root / "animals.tsv"))
+    config = config.replace(str(demo / "scans.tsv"), str(root / "scans.tsv"))
+    (root / "config.yaml").write_text(config)
+    return root / "config.yaml"
+
+
+def _tables(work: Path) -> dict[str, pd.DataFrame]:
+    return {
+        s: pd.read_csv(
+            work / f"results/sub-{ANIMAL}/ses-{s}/pet/sub-{ANIMAL}_ses-{s}_organs.tsv", sep="\t"
+        )
+        for s in SESSIONS
+    }
+
+
+def test_sigkill_then_unlock_resumes_to_the_same_tables(full_run, demo_study, tmp_path):
+    cfg = _one_animal(demo_study, tmp_path / "study")
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = snakemake_command(work) + [
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "default"),
+        "--configfile",
+        str(cfg),
+        "--cores",
+        "2",
+    ]
+    # Killed while the registrations run: after both CTs are ingested.
+    started = (
+        work
+        / f"results/sub-{ANIMAL}/ses-{SESSIONS[1]}/anat/sub-{ANIMAL}_ses-{SESSIONS[1]}_ct.nii.gz"
+    )
+    with open(tmp_path / "killed.log", "w") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=SNAKEMAKE_ENV, start_new_session=True
+        )
+        deadline = time.monotonic() + 600
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (work / f"results/sub-{ANIMAL}/sub-{ANIMAL}_organs.tsv").exists()
+
+    # Snakemake keeps its lock after SIGKILL: the plain re-run refuses, naming --unlock.
+    again = snakemake(work, "--cores", "2", configfile=cfg)
+    assert again.returncode != 0
+    assert "--unlock" in again.stdout + again.stderr
+    assert snakemake(work, "--unlock", configfile=cfg).returncode == 0
+    resumed = snakemake(work, "--cores", "2", configfile=cfg)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+
+    for session, table in _tables(work).items():
+        uninterrupted = _tables(full_run)[session]
+        assert list(table.columns) == list(uninterrupted.columns)
+        pd.testing.assert_frame_equal(table, uninterrupted, check_exact=False, rtol=1e-9)
