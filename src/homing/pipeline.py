@@ -145,7 +145,8 @@ def pet_to_ct(
     identity_tolerance_mm: float,
 ) -> None:
     """PET → CT transform (verified identity for a shared FrameOfReferenceUID, else rigid
-    MI), a JSON record of how it was found, and the PET resampled onto the CT's grid."""
+    MI), a JSON record of how it was found (with, for separate frames, the PET → CT QC
+    metrics and flags), and the PET resampled onto the CT's grid."""
     pet_meta, ct_meta = _read_json(pet_json), _read_json(ct_json)
     same = pet_meta.get("FrameOfReferenceUID") is not None and pet_meta.get(
         "FrameOfReferenceUID"
@@ -157,6 +158,12 @@ def pet_to_ct(
         logging.warning(
             "PET and CT share a FrameOfReferenceUID but a rigid registration moved the PET by "
             f"{record['rigid_rms_displacement_mm']:.2f} mm (RMS); using the registration, flagged"
+        )
+    if record.get("pet_ct_qc_flags"):
+        logging.warning(
+            f"PET -> CT QC failed ({', '.join(record['pet_ct_qc_flags'])}): "
+            f"{record.get('pet_ct_qc')} beyond {record.get('pet_ct_qc_thresholds')}; every "
+            "organ row of this scan is flagged"
         )
     registration.resample_to(pet_nii, ct_nii, [Path(out_mat)], [False], Path(out_pet_in_ct))
     _write_json(

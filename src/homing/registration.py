@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from homing import HomingError, atlas, masks
+from homing import HomingError, atlas, masks, qc
 
 #: Air is 0, water 1, cortical bone ≈ 2–3 in this scale, so that intensity centres of mass
 #: (ANTs' default initialisation) sit at the body, not at the air around it.
@@ -258,6 +258,87 @@ def body_points_lps(img, max_points: int = 4000) -> np.ndarray:
     return (_RAS_TO_LPS @ (aff[:3, :3] @ idx.T + aff[:3, 3:4])).T
 
 
+#: Separate frames of reference: the PET is first registered in a log-compressed form
+#: (smoothed by PET_CAPTURE_SIGMA_MM, divided by its median positive value): a hot bladder or
+#: tumour at 30× the body's level would otherwise squeeze the rest of the body into one or
+#: two of the 32 histogram bins of Mattes MI, and MI then aligns hot spot with nothing. In
+#: this form the body's outline dominates. Measured on the tuning study (``hard``, seed 5, 27
+#: scans; mean error over the CT's body vs the simulator's truth): started from the centres
+#: of mass of the raw PET, 15 scans landed 2.2–21.9 mm off; log-compressed and started from
+#: the outlines' centroids, all 27 within 0.84 mm (the noisiest 89Zr scans worst); with the
+#: refinement below, the 9 worst of those within 0.24 mm (smoothing 1.5 mm instead of 1 mm:
+#: up to 1.7 mm off).
+PET_CAPTURE_SIGMA_MM = 1.0
+#: Refinement: the PET clipped at this percentile of its values within the body outline
+#: (the hottest 1 % would again squeeze the histogram), levels shrink 2 and 1.
+PET_REFINE_CLIP_PERCENTILE = 99.0
+PET_REFINE_STAGES = {
+    "aff_metric": "mattes",
+    "aff_iterations": (250, 100),
+    "aff_shrink_factors": (2, 1),
+    "aff_smoothing_sigmas": (1, 0),
+}
+
+
+def _otsu(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``values``: maximises the between-class variance."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    w0 = np.cumsum(hist).astype(float)
+    w1 = w0[-1] - w0
+    s0 = np.cumsum(hist * centres)
+    m0 = s0 / np.maximum(w0, 1.0)
+    m1 = (s0[-1] - s0) / np.maximum(w1, 1.0)
+    return float(centres[np.argmax(w0 * w1 * (m0 - m1) ** 2)])
+
+
+def pet_outline(pet):
+    """(log-compressed PET as an ANTs image, the PET's body outline as a boolean array).
+
+    The PET is smoothed by PET_CAPTURE_SIGMA_MM and divided by the median of its positive
+    values (at low counts, mostly the body's background level): log(1 + that). The outline
+    is that image above its Otsu threshold, the largest component, holes filled.
+    """
+    arr = np.clip(pet.numpy(), 0.0, None)
+    smooth = ndimage.gaussian_filter(arr, PET_CAPTURE_SIGMA_MM / np.asarray(pet.spacing))
+    positive = smooth[smooth > 0]
+    if positive.size == 0:
+        raise HomingError("the PET holds no activity: nothing to register to the CT")
+    compressed = np.log1p(smooth / float(np.median(positive))).astype(np.float32)
+    outline = ndimage.binary_fill_holes(masks.largest_component(compressed > _otsu(compressed)))
+    return pet.new_image_like(compressed), outline
+
+
+def _centroid_lps(img, mask: np.ndarray) -> np.ndarray:
+    idx = np.argwhere(mask).astype(float)
+    aff = ras_affine(img)
+    return _RAS_TO_LPS @ (aff[:3, :3] @ idx.mean(axis=0) + aff[:3, 3])
+
+
+def transform_matrix_lps(mat: Path) -> np.ndarray:
+    """The 4 × 4 matrix (LPS mm → LPS mm) of a linear ANTs transform file."""
+    ants = _ants()
+    tx = ants.read_transform(str(mat))
+    basis = [np.zeros(3), *np.eye(3)]
+    moved = np.array([tx.apply_to_point(tuple(p)) for p in basis])
+    out = np.eye(4)
+    out[:3, 3] = moved[0]
+    out[:3, :3] = (moved[1:] - moved[0]).T
+    return out
+
+
+def pet_ct_qc(pet, fixed, mat: Path) -> dict:
+    """PET → CT QC metrics (homing.qc.pet_ct_metrics) of the transform file ``mat``: the
+    PET's activity against the body of the CT's ``working_image`` ``fixed`` (the body mask
+    dilated by one working voxel)."""
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0])
+    ct_to_pet = lps @ transform_matrix_lps(mat) @ lps
+    metrics = qc.pet_ct_metrics(
+        pet.numpy(), ras_affine(pet), fixed.numpy() > 0, ras_affine(fixed), ct_to_pet
+    )
+    return {k: round(float(v), 5) for k, v in metrics.items()}
+
+
 def register_pet_to_ct(
     pet_path: Path,
     ct_path: Path,
@@ -269,8 +350,11 @@ def register_pet_to_ct(
 ) -> dict:
     """PET (moving) → CT (fixed) transform, written to ``out_affine``.
 
-    * Separate frames of reference: rigid registration, Mattes mutual information, started
-      from the centres of mass.
+    * Separate frames of reference (``_register_separate_frames``): rigid registration,
+      Mattes mutual information, started from the centroids of the PET's body outline and
+      the CT's body mask, first on a log-compressed PET, then refined on the PET itself;
+      then QC (homing.qc.pet_ct_metrics): the record gets ``pet_ct_qc`` (metrics),
+      ``pet_ct_qc_thresholds`` and ``pet_ct_qc_flags``.
     * Shared frame: scanner coordinates should already agree. That is verified, not trusted:
       a rigid registration started from the identity must move the body's voxels by no more
       than ``identity_tolerance_mm`` (RMS: a PET's soft edges leave rotation about the long
@@ -279,25 +363,28 @@ def register_pet_to_ct(
       ``identity_rejected`` is set.
 
     Returns {method, identity_rejected, rigid_rms_displacement_mm,
-    rigid_max_displacement_mm, identity_tolerance_mm}.
+    rigid_max_displacement_mm, identity_tolerance_mm, pet_ct_qc_flags, ...}.
     """
     set_threads(threads)
     ants = _ants()
     moving = pet_volume(pet_path)
     fixed = working_image(ct_path, max(moving.spacing))
+    if not same_frame:
+        record = _register_separate_frames(moving, fixed, Path(out_affine), random_seed)
+        return {**record, "identity_tolerance_mm": identity_tolerance_mm}
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
         reg = ants.registration(
             fixed=fixed,
             moving=moving,
             type_of_transform="Rigid",
-            initial_transform="Identity" if same_frame else None,
+            initial_transform="Identity",
             outprefix=str(Path(tmp) / "pet_to_ct_"),
             random_seed=random_seed,
             **LINEAR_STAGES,
         )
         rigid = Path(reg["fwdtransforms"][0])
         moved_mm, moved_max_mm = transform_displacement_mm(rigid, body_points_lps(fixed))
-        if same_frame and moved_mm <= identity_tolerance_mm:
+        if moved_mm <= identity_tolerance_mm:
             tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
             identity = Path(tmp) / "identity.mat"
             ants.write_transform(tx, str(identity))
@@ -308,10 +395,65 @@ def register_pet_to_ct(
             method = "rigid (mutual information)"
     return {
         "method": method,
-        "identity_rejected": bool(same_frame and moved_mm > identity_tolerance_mm),
+        "identity_rejected": bool(moved_mm > identity_tolerance_mm),
         "rigid_rms_displacement_mm": round(moved_mm, 4),
         "rigid_max_displacement_mm": round(moved_max_mm, 4),
         "identity_tolerance_mm": identity_tolerance_mm,
+        "pet_ct_qc_flags": [],
+    }
+
+
+def _register_separate_frames(moving, fixed, out_affine: Path, random_seed: int) -> dict:
+    """PET → CT across frames of reference (see register_pet_to_ct), with its QC."""
+    ants = _ants()
+    compressed, outline = pet_outline(moving)
+    c_ct = _centroid_lps(fixed, fixed.numpy() > 0)
+    c_pet = _centroid_lps(moving, outline)
+    clip = float(np.percentile(moving.numpy()[outline], PET_REFINE_CLIP_PERCENTILE))
+    clipped = moving.new_image_like(np.clip(moving.numpy(), 0.0, clip).astype(np.float32))
+    with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
+        start = Path(tmp) / "start.mat"
+        ants.write_transform(
+            ants.create_ants_transform(
+                transform_type="AffineTransform",
+                dimension=3,
+                matrix=np.eye(3),
+                translation=c_pet - c_ct,
+                center=c_ct,
+            ),
+            str(start),
+        )
+        capture = ants.registration(
+            fixed=fixed,
+            moving=compressed,
+            type_of_transform="Rigid",
+            initial_transform=str(start),
+            outprefix=str(Path(tmp) / "capture_"),
+            random_seed=random_seed,
+            **LINEAR_STAGES,
+        )
+        refine = ants.registration(
+            fixed=fixed,
+            moving=clipped,
+            type_of_transform="Rigid",
+            initial_transform=capture["fwdtransforms"][0],
+            outprefix=str(Path(tmp) / "refine_"),
+            random_seed=random_seed,
+            **PET_REFINE_STAGES,
+        )
+        rigid = Path(refine["fwdtransforms"][0])
+        moved_mm, moved_max_mm = transform_displacement_mm(rigid, body_points_lps(fixed))
+        metrics = pet_ct_qc(moving, fixed, rigid)
+        _move(rigid, out_affine)
+    return {
+        "method": "rigid (mutual information)",
+        "start": "centroids of the PET body outline and the CT body mask",
+        "identity_rejected": False,
+        "rigid_rms_displacement_mm": round(moved_mm, 4),
+        "rigid_max_displacement_mm": round(moved_max_mm, 4),
+        "pet_ct_qc": metrics,
+        "pet_ct_qc_thresholds": dict(qc.PET_CT_THRESHOLDS),
+        "pet_ct_qc_flags": qc.pet_ct_flags(metrics),
     }
 
 
