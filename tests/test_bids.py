@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import warnings
@@ -132,7 +133,11 @@ def assert_valid(validator: Path, dataset: Path) -> None:
 def pet_dataset(results: Path, dataset: Path) -> Path:
     """A BIDS dataset of its own: the PET NIfTI + JSON of ``results`` and its
     dataset_description.json."""
-    pets = sorted(results.glob("sub-*/ses-*/pet/*_pet.nii.gz"))
+    # The converted PET only (sub-A_ses-S_pet), not its derivatives such as space-ct_pet.
+    converted = re.compile(r"^sub-[A-Za-z0-9]+_ses-[A-Za-z0-9]+_pet\.nii\.gz$")
+    pets = sorted(
+        p for p in results.glob("sub-*/ses-*/pet/*_pet.nii.gz") if converted.match(p.name)
+    )
     assert pets, f"no converted PET under {results}"
     for nii in pets:
         for src in (nii, nii.with_name(nii.name.removesuffix(".nii.gz") + ".json")):

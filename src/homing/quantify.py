@@ -257,21 +257,19 @@ def organ_table(
 
 def with_registration_qc(table: pd.DataFrame, regqc: dict, pet_to_ct: dict) -> pd.DataFrame:
     """Add the scan's registration QC metrics as columns and its QC flags to every row's
-    ``flags``, so a badly registered scan cannot be used without it showing."""
+    ``flags``, so a badly registered scan cannot be used without it showing. The PET → CT
+    record's own QC flags (``pet_ct_qc_flags``, e.g. pet_ct_qc_activity_outside_body)
+    travel the same way."""
     metrics = regqc.get("metrics", {})
     scan_flags = list(regqc.get("flags", []))
     if pet_to_ct.get("identity_rejected"):
         scan_flags.append("pet_ct_misaligned_despite_shared_frame")
+    scan_flags += [f for f in pet_to_ct.get("pet_ct_qc_flags", []) if f not in scan_flags]
     out = table.copy()
     for key in ("body_dice", "skeleton_dice", "jacobian_min", "jacobian_max"):
         out[f"registration_{key}"] = float(metrics.get(key, float("nan")))
     out["pet_to_ct_method"] = pet_to_ct.get("method", "")
-
-    def joined(existing: str) -> str:
-        return ";".join([f for f in str(existing).split(";") if f] + scan_flags)
-
-    out["flags"] = [joined(f) for f in out["flags"]]
-    return out
+    return with_flags(out, scan_flags)
 
 
 def with_flags(table: pd.DataFrame, scan_flags: list[str]) -> pd.DataFrame:
