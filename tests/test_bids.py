@@ -2,8 +2,9 @@
 
 The validator (npm ``bids-validator``, pinned below) needs Node.js. The tests install it with
 npm into .homing-cache/ under the repository (gitignored) the first time and reuse it. Without
-node/npm, or when the install fails, the validator tests are skipped, except in CI (env var CI
-set): there they fail (.ci/run installs Debian's nodejs and npm first).
+node/npm, or when the install fails, the validator tests are skipped like tests whose data is
+missing (listed in the end-of-run banner), and with HOMING_REQUIRE_DATA=1, as in CI, they
+fail (.ci/run installs Debian's nodejs and npm first).
 
 The unit tests check where the PET-BIDS fields come from: the DICOM's reconstruction, filter,
 attenuation-correction and series-type tags when present, and the specification's "not
@@ -13,7 +14,6 @@ known" values (n/a, ["none"]) when absent.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -29,7 +29,7 @@ from homing import __version__, pipeline
 from homing.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 from homing.ingest import emission_sidecar, ingest, write_volume
 
-from .conftest import REPO
+from .conftest import REPO, missing_data
 
 VALIDATOR_VERSION = "1.15.0"
 VALIDATOR_DIR = REPO / ".homing-cache" / f"bids-validator-{VALIDATOR_VERSION}"
@@ -47,9 +47,8 @@ NOT_KNOWN = {
 
 
 def _unavailable(reason: str):
-    if os.environ.get("CI", "").lower() not in ("", "0", "false"):
-        pytest.fail(f"{reason} (CI is set: a missing BIDS validator is a failure)", pytrace=False)
-    pytest.skip(reason)
+    """Like missing data: listed in the end-of-run banner, a failure with HOMING_REQUIRE_DATA."""
+    missing_data(f"BIDS validator: {reason}")
 
 
 def _validator_version() -> str | None:
