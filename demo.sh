@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/setup-venv.sh
 
-cores="${HOMING_CORES:-$(nproc)}"
+# Every core for Snakemake's jobs. setup-venv.sh pins OMP_NUM_THREADS=1 for the jobs' own
+# threads, and nproc honours that variable, so ask it without.
+cores="${HOMING_CORES:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)}"
 atlas_args=()
 shared_atlas="../shared/data/atlas/digimouse/digimouse.json"
 # Use a local copy of the atlas when one sits beside the checkout; otherwise download it
