@@ -15,12 +15,14 @@ report: "workflow/report/workflow.rst"
 
 
 # Run on the submit host, not as cluster jobs: fetching the atlas needs the network that
-# compute nodes often lack, and the study-wide tables only concatenate a few KB per scan.
+# compute nodes often lack; the study-wide tables only concatenate a few KB per scan, and
+# results/dataset_description.json is a few lines of JSON.
 localrules:
     all,
     fetch_atlas,
     study_table,
     registration_qc_table,
+    bids_dataset_description,
 
 
 include: "workflow/rules/common.smk"

@@ -37,7 +37,13 @@ pytestmark = pytest.mark.workflow
 PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
 PLACEHOLDERS = {"slurm_partition": "EDIT_ME_partition", "slurm_account": "EDIT_ME_account"}
 RTOL = 1e-6
-LOCAL_RULES = {"all", "fetch_atlas", "study_table", "registration_qc_table"}
+LOCAL_RULES = {
+    "all",
+    "fetch_atlas",
+    "study_table",
+    "registration_qc_table",
+    "bids_dataset_description",
+}
 TIMEOUT_S = 3600
 SUBMITTED = re.compile(
     r"^Job (?P<job>\S+) has been submitted with SLURM jobid (?P<slurm>\d+) "

@@ -3,10 +3,6 @@
 from homing import __version__ as HOMING_VERSION
 
 
-localrules:
-    bids_dataset_description,
-
-
 rule bids_dataset_description:
     output:
         "results/dataset_description.json",
