@@ -443,8 +443,9 @@ def test_folder_with_two_pet_series_needs_the_sheet_to_name_one(demo_study, tmp_
     assert sidecar["SeriesInstanceUID"] == uid_d3
 
 
-def test_every_rule_declares_log_threads_memory_and_runtime():
-    """A cluster job gets exactly what its rule asks for (docs/cluster.md)."""
+def test_every_rule_declares_log_benchmark_threads_memory_and_runtime():
+    """A cluster job gets exactly what its rule asks for (docs/cluster.md), and every job
+    leaves its wall time and peak memory under benchmarks/ (bench/bench_demo.py reads them)."""
     import re
 
     rules = {}
@@ -453,5 +454,5 @@ def test_every_rule_declares_log_threads_memory_and_runtime():
             rules[re.match(r"rule (\w+):", block).group(1)] = block
     assert set(RULES) <= set(rules)
     for name, block in rules.items():
-        for key in ("log:", "threads:", "mem_mb=", "runtime="):
+        for key in ("log:", "benchmark:", "threads:", "mem_mb=", "runtime="):
             assert key in block, f"rule {name} declares no {key}"

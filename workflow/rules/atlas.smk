@@ -5,6 +5,8 @@ rule fetch_atlas:
         "resources/downloads/digimouse.json",
     log:
         "logs/fetch_atlas.log",
+    benchmark:
+        "benchmarks/fetch_atlas.tsv"
     conda:
         "../envs/homing.yaml"
     threads: 1
@@ -28,6 +30,8 @@ rule atlas:
         table="resources/atlas/labels.tsv",
     log:
         "logs/atlas.log",
+    benchmark:
+        "benchmarks/atlas.tsv"
     conda:
         "../envs/homing.yaml"
     threads: 1

@@ -8,6 +8,8 @@ rule ingest_emission:
         json=scan_path("pet", "pet.json"),
     log:
         "logs/sub-{animal}/ses-{session}/ingest_emission.log",
+    benchmark:
+        "benchmarks/sub-{animal}/ses-{session}/ingest_emission.tsv"
     group:
         "scan_register_{animal}_{session}"
     conda:
@@ -32,6 +34,8 @@ rule ingest_ct:
         json=scan_path("anat", "ct.json"),
     log:
         "logs/sub-{animal}/ses-{session}/ingest_ct.log",
+    benchmark:
+        "benchmarks/sub-{animal}/ses-{session}/ingest_ct.tsv"
     group:
         "scan_register_{animal}_{session}"
     conda:

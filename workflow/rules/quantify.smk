@@ -13,6 +13,8 @@ rule quantify_scan:
         scan_path("pet", "organs.tsv"),
     log:
         "logs/sub-{animal}/ses-{session}/quantify_scan.log",
+    benchmark:
+        "benchmarks/sub-{animal}/ses-{session}/quantify_scan.tsv"
     group:
         "scan_organs_{animal}_{session}"
     conda:
@@ -42,6 +44,8 @@ rule animal_table:
         animal_path("organs.tsv"),
     log:
         "logs/sub-{animal}/animal_table.log",
+    benchmark:
+        "benchmarks/sub-{animal}/animal_table.tsv"
     group:
         "animal_summary"
     conda:
@@ -65,6 +69,8 @@ rule study_table:
         ),
     log:
         "logs/study_table.log",
+    benchmark:
+        "benchmarks/study_table.tsv"
     conda:
         "../envs/homing.yaml"
     threads: 1

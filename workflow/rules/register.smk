@@ -12,6 +12,8 @@ rule pet_to_ct:
         pet_in_ct=scan_path("pet", "space-ct_pet.nii.gz"),
     log:
         "logs/sub-{animal}/ses-{session}/pet_to_ct.log",
+    benchmark:
+        "benchmarks/sub-{animal}/ses-{session}/pet_to_ct.tsv"
     group:
         "scan_register_{animal}_{session}"
     conda:
@@ -97,6 +99,8 @@ rule labels_to_scan:
         probseg_tsv=scan_path("pet", "space-pet_probseg.tsv"),
     log:
         "logs/sub-{animal}/ses-{session}/labels_to_scan.log",
+    benchmark:
+        "benchmarks/sub-{animal}/ses-{session}/labels_to_scan.tsv"
     group:
         "scan_organs_{animal}_{session}"
     conda:

@@ -13,6 +13,8 @@ rule tac_figure:
         ),
     log:
         "logs/sub-{animal}/tac_figure.log",
+    benchmark:
+        "benchmarks/sub-{animal}/tac_figure.tsv"
     group:
         "animal_summary"
     conda:
@@ -45,6 +47,8 @@ rule registration_qc:
         json=scan_path("figures", "desc-regqc.json"),
     log:
         "logs/sub-{animal}/ses-{session}/registration_qc.log",
+    benchmark:
+        "benchmarks/sub-{animal}/ses-{session}/registration_qc.tsv"
     group:
         "scan_organs_{animal}_{session}"
     conda:
@@ -73,6 +77,8 @@ rule registration_qc_table:
         ),
     log:
         "logs/registration_qc_table.log",
+    benchmark:
+        "benchmarks/registration_qc_table.tsv"
     conda:
         "../envs/homing.yaml"
     threads: 1
