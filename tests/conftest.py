@@ -67,6 +67,43 @@ def fetch_atlas(shared_copy: Path, cache: Path, url: str, sha256: str) -> Path:
         missing_data(f"Digimouse atlas absent ({shared_copy}) and not fetched: {exc}")
 
 
+#: Tests that check the code and the workflow's text without running anything heavy: they run
+#: first, and a failure among them stops the suite, so a typo fails in seconds.
+FIRST_TESTS = (
+    "test_snakefmt_and_ruff_are_clean",
+    "test_snakemake_lint_is_clean",
+    "test_dry_run_lists_the_whole_chain",
+    "test_every_rule_declares_log_benchmark_threads_memory_and_runtime",
+)
+#: Session fixtures that run the whole workflow (minutes each): their tests go last.
+WORKFLOW_RUNS = ("full_run", "slurm_run", "resume_run")
+#: Session fixtures that simulate a study or register scans (tens of seconds).
+STUDIES = ("demo_study", "quirks_study", "separate_frame_scan", "matrix_study")
+
+
+def _tier(item) -> int:
+    """0: lint and dry run; 1: unit tests; 2: tests on a simulated study; 3: full runs."""
+    if item.originalname in FIRST_TESTS:
+        return 0
+    names = set(item.fixturenames)
+    if names & set(WORKFLOW_RUNS) or item.get_closest_marker("workflow") and "demo_study" in names:
+        return 3
+    if names & set(STUDIES):
+        return 2
+    return 1
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Cheap tests first (stable sort: within a tier, files keep their order)."""
+    items.sort(key=_tier)
+
+
+def pytest_runtest_logreport(report):
+    """A failed lint, format or dry-run test ends the run at once (see FIRST_TESTS)."""
+    if report.failed and report.nodeid.split("::")[-1].split("[")[0] in FIRST_TESTS:
+        pytest.exit(f"{report.nodeid} failed: fix that first (the rest was not run)", 1)
+
+
 @pytest.fixture(scope="session")
 def digimouse_json() -> Path:
     return fetch_atlas(DIGIMOUSE_JSON, ATLAS_CACHE, *atlas_source())
@@ -113,6 +150,41 @@ def demo_study(tmp_path_factory, digimouse_json) -> Path:
     simulate.simulate("demo", out, digimouse_json)
     simulate.write_config(out, digimouse_json)
     return out
+
+
+#: The small study (``small_study``): the first two sessions of one ex vivo labelled and one
+#: reporter-gene animal of the demo, i.e. each animal's atlas and CT-to-CT registrations.
+SMALL_STUDY = {"EX01": ("d0", "d3"), "RE01": ("d1", "d4")}
+
+
+def write_subset(demo_study: Path, out: Path, selection: dict[str, tuple[str, ...]]) -> Path:
+    """Sheets and config overlay in ``out`` for some of the demo's animals and sessions
+    (``selection``: animal -> sessions), reading the demo's DICOM. Returns the config."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    animals = pd.read_csv(demo_study / "animals.tsv", sep="\t", dtype=str, keep_default_na=False)
+    scans = pd.read_csv(demo_study / "scans.tsv", sep="\t", dtype=str, keep_default_na=False)
+    animals = animals[animals.animal_id.isin(selection)]
+    pairs = zip(scans.animal_id, scans.session_id, strict=True)
+    scans = scans[[s in selection.get(a, ()) for a, s in pairs]].copy()
+    for col in ("emission_dicom", "ct_dicom"):
+        scans[col] = [str(demo_study / p) for p in scans[col]]
+    assert len(scans) == sum(map(len, selection.values())) and len(animals) == len(selection)
+    animals.to_csv(out / "animals.tsv", sep="\t", index=False)
+    scans.to_csv(out / "scans.tsv", sep="\t", index=False)
+    cfg = yaml.safe_load((demo_study / "config.yaml").read_text())
+    cfg.update(animals=str(out / "animals.tsv"), scans=str(out / "scans.tsv"))
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=True))
+    return out / "config.yaml"
+
+
+@pytest.fixture(scope="session")
+def small_study(demo_study, tmp_path_factory) -> Path:
+    """2 animals x 2 sessions of the demo study (SMALL_STUDY), reading the demo's DICOM: a
+    second run of the workflow (e.g. through SLURM) at a quarter of the demo's cost. Returns
+    the folder holding its config.yaml and sheets."""
+    return write_subset(demo_study, tmp_path_factory.mktemp("small"), SMALL_STUDY).parent
 
 
 @pytest.fixture(scope="session")

@@ -12,28 +12,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import REPO, SNAKEMAKE_ENV, snakemake, snakemake_command
+from .conftest import REPO, SNAKEMAKE_ENV, snakemake, snakemake_command, write_subset
 
 pytestmark = pytest.mark.workflow
 
 ANIMAL, SESSIONS = "EX01", ("d0", "d3")
-
-
-def _one_animal(demo: Path, root: Path) -> Path:
-    """The demo's EX01 with two sessions: sheets and config overlay in ``root``."""
-    root.mkdir()
-    animals = pd.read_csv(demo / "animals.tsv", sep="\t", dtype=str, keep_default_na=False)
-    animals[animals.animal_id == ANIMAL].to_csv(root / "animals.tsv", sep="\t", index=False)
-    scans = pd.read_csv(demo / "scans.tsv", sep="\t", dtype=str, keep_default_na=False)
-    scans = scans[(scans.animal_id == ANIMAL) & scans.session_id.isin(SESSIONS)].copy()
-    for col in ("emission_dicom", "ct_dicom"):
-        scans[col] = [str(demo / p) for p in scans[col]]
-    scans.to_csv(root / "scans.tsv", sep="\t", index=False)
-    config = (demo / "config.yaml").read_text()
-    config = config.replace(str(demo / "animals.tsv"), str(root / "animals.tsv"))
-    config = config.replace(str(demo / "scans.tsv"), str(root / "scans.tsv"))
-    (root / "config.yaml").write_text(config)
-    return root / "config.yaml"
 
 
 def _tables(work: Path) -> dict[str, pd.DataFrame]:
@@ -46,7 +29,7 @@ def _tables(work: Path) -> dict[str, pd.DataFrame]:
 
 
 def test_sigkill_then_unlock_resumes_to_the_same_tables(full_run, demo_study, tmp_path):
-    cfg = _one_animal(demo_study, tmp_path / "study")
+    cfg = write_subset(demo_study, tmp_path / "study", {ANIMAL: SESSIONS})
     work = tmp_path / "work"
     work.mkdir()
     cmd = snakemake_command(work) + [
