@@ -21,7 +21,6 @@ from homing import (
     HomingError,
     atlas,
     crosscheck,
-    figures,
     ingest,
     masks,
     qc,
@@ -287,6 +286,8 @@ def registration_qc(
     """QC of one scan's organ masks: metrics (body and skeleton Dice against the CT's own
     masks, Jacobian range of every deformable warp in the chain, each judged within the
     body of the CT it was registered on, ``warp_grids``), flags, and the figure."""
+    from homing import figures  # matplotlib: only the figure-making jobs pay its import
+
     ct, lab = nib.load(str(ct_nii)), nib.load(str(labels_ct))
     if not np.allclose(ct.affine, lab.affine, atol=1e-4) or ct.shape != lab.shape:
         raise HomingError(f"{labels_ct} is not on the grid of {ct_nii}")
@@ -380,6 +381,8 @@ def combine_tables(tables: list[Path], out_tsv: Path) -> None:
 
 def tac_figure(animal_tsv: Path, organs: list[str], out_png: Path) -> None:
     """Time-activity-curve figure of one animal."""
+    from homing import figures  # matplotlib: only the figure-making jobs pay its import
+
     table = pd.read_csv(animal_tsv, sep="\t", dtype={"animal_id": str, "session_id": str})
     figures.tac_figure(table, organs, Path(out_png))
 
