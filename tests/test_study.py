@@ -603,7 +603,7 @@ def test_ragged_sheet_names_the_file(sheets):
 
 
 def test_decay_correction_and_injection_during_scan_are_real_columns(sheets):
-    from homing.pipeline import sheet_overrides
+    from homing.study import sheet_overrides
 
     sheets.scans[2]["decay_correction"] = "NONE"
     sheets.scans[2]["allow_injection_after_scan_start"] = "yes"
@@ -616,7 +616,7 @@ def test_decay_correction_and_injection_during_scan_are_real_columns(sheets):
 
 
 def test_infused_activity_is_the_dose_of_ex_vivo_scans(sheets):
-    from homing.pipeline import sheet_overrides
+    from homing.study import sheet_overrides
 
     study = sheets.load()
     overrides = sheet_overrides(study.scan("M1", "d0"), study.animal("M1"))

@@ -6,6 +6,7 @@ the column and what to do, and all problems of a sheet are reported at once.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +18,14 @@ import yaml
 
 from homing import HomingError
 from homing.nuclides import lookup
-from homing.roi import parse_roi_masks
+
+
+def parse_roi_masks(value, where: str) -> list[tuple[str, Path]]:
+    """homing.roi.parse_roi_masks, imported on first use: homing.roi brings scipy, which
+    the workflow's start (every dry run) does not otherwise need."""
+    from homing.roi import parse_roi_masks as parse
+
+    return parse(value, where)
 
 
 def load_schema(path: Path) -> dict:
@@ -158,13 +166,15 @@ def read_sheet(path: Path, schema: dict, sheet: str) -> pd.DataFrame:
 def _canonical_nuclides(sheet: pd.DataFrame, column: str, path: Path) -> list[str]:
     """Replace each nuclide cell by its canonical name in place; return the problems."""
     problems = []
-    for line, text in sheet[column].items():
+    names = []
+    for line, text in zip(sheet.index, sheet[column].tolist(), strict=True):
         try:
-            sheet.loc[line, column] = lookup(
-                text, source=f"{path}: row {line}, column {column}"
-            ).name
+            names.append(lookup(text, source=f"{path}: row {line}, column {column}").name)
         except HomingError as exc:
+            names.append(text)
             problems.append(str(exc))
+    # One column assignment: setting cell by cell (.loc) cost seconds on a 1,600-row sheet.
+    sheet[column] = pd.Series(names, index=sheet.index, dtype=sheet[column].dtype)
     return problems
 
 
@@ -213,32 +223,40 @@ def _label_matches_scans(
     [18F]FDG scan, which count no cells), and a scan of the label injected, when the sheet
     says when, at the cell infusion (DOMAIN.md §1)."""
     problems = []
-    by_id = {row.animal_id: (line, row) for line, row in animals.iterrows()}
-    for animal_line, animal in animals[animals.labelling_method == "ex_vivo"].iterrows():
-        own = scans[scans.animal_id == animal.animal_id]
-        if len(own) and not (own.tracer_nuclide == animal.label_nuclide).any():
+    animal_rows = list(zip(animals.index, animals.to_dict(orient="records"), strict=True))
+    scan_rows = list(zip(scans.index, scans.to_dict(orient="records"), strict=True))
+    by_id = {row["animal_id"]: (line, row) for line, row in animal_rows}
+    scans_of: dict[str, list[tuple[int, dict]]] = {}
+    for line, scan in scan_rows:
+        scans_of.setdefault(scan["animal_id"], []).append((line, scan))
+    for animal_line, animal in animal_rows:
+        if animal["labelling_method"] != "ex_vivo":
+            continue
+        own = scans_of.get(animal["animal_id"], [])
+        tracers = [scan["tracer_nuclide"] for _, scan in own]
+        if own and animal["label_nuclide"] not in tracers:
             problems.append(
                 f"{animals_path}: row {animal_line}, column label_nuclide: "
-                f"{animal.label_nuclide}, but none of {animal.animal_id}'s scans images it "
-                f"({scans_path} rows {', '.join(map(str, own.index))}, column tracer_nuclide: "
-                f"{', '.join(sorted(set(own.tracer_nuclide)))}); a scan of labelled cells "
-                "images the label, so correct one of the two"
+                f"{animal['label_nuclide']}, but none of {animal['animal_id']}'s scans images "
+                f"it ({scans_path} rows {', '.join(str(line) for line, _ in own)}, column "
+                f"tracer_nuclide: {', '.join(sorted(set(tracers)))}); a scan of labelled "
+                "cells images the label, so correct one of the two"
             )
-    for line, scan in scans.iterrows():
-        animal_line, animal = by_id[scan.animal_id]
-        if animal.labelling_method != "ex_vivo":
+    for line, scan in scan_rows:
+        animal_line, animal = by_id[scan["animal_id"]]
+        if animal["labelling_method"] != "ex_vivo":
             continue
-        if scan.tracer_nuclide != animal.label_nuclide:
+        if scan["tracer_nuclide"] != animal["label_nuclide"]:
             continue  # another tracer (e.g. [18F]FDG of a tumour): no cells, rows flagged
         given = scan.get("injection_datetime")
         if isinstance(given, str) and given:
             injected = datetime.fromisoformat(given)
-            infused = datetime.fromisoformat(animal.infusion_datetime)
+            infused = datetime.fromisoformat(animal["infusion_datetime"])
             if injected != infused:
                 problems.append(
                     f"{scans_path}: row {line}, column injection_datetime: {given}, but the "
-                    f"labelled cells of {scan.animal_id} were infused at "
-                    f"{animal.infusion_datetime} ({animals_path} row {animal_line}, column "
+                    f"labelled cells of {scan['animal_id']} were infused at "
+                    f"{animal['infusion_datetime']} ({animals_path} row {animal_line}, column "
                     "infusion_datetime); for ex vivo labelled cells the injection is the "
                     "infusion: leave injection_datetime empty or make them equal"
                 )
@@ -248,19 +266,67 @@ def _label_matches_scans(
 def _one_animal_per_series(scans: pd.DataFrame, scans_path: Path) -> list[str]:
     """Two animals' rows naming the same emission series would measure one mouse twice."""
     problems = []
-    uid = scans["emission_series_uid"] if "emission_series_uid" in scans else None
+    uids = (
+        scans["emission_series_uid"].tolist()
+        if "emission_series_uid" in scans
+        else [None] * len(scans)
+    )
     keys = {}
-    for line, row in scans.iterrows():
-        named = uid[line] if uid is not None and isinstance(uid[line], str) else None
-        key = (row.emission_dicom, named)
-        if key in keys and keys[key][1] != row.animal_id:
+    for line, folder, animal_id, uid in zip(
+        scans.index,
+        scans["emission_dicom"].tolist(),
+        scans["animal_id"].tolist(),
+        uids,
+        strict=True,
+    ):
+        named = uid if isinstance(uid, str) else None
+        key = (folder, named)
+        if key in keys and keys[key][1] != animal_id:
             problems.append(
-                f"{scans_path}: row {line}, column emission_dicom: {row.emission_dicom} is "
+                f"{scans_path}: row {line}, column emission_dicom: {folder} is "
                 f"also row {keys[key][0]}'s ({keys[key][1]}); each animal needs its own scan "
                 "folder (or name a different emission_series_uid)"
             )
-        keys.setdefault(key, (line, row.animal_id))
+        keys.setdefault(key, (line, animal_id))
     return problems
+
+
+def _given(value) -> bool:
+    """A sheet cell holds a value (not empty, None or NaN)."""
+    return (
+        value is not None and not (isinstance(value, float) and math.isnan(value)) and value != ""
+    )
+
+
+def sheet_overrides(scan: dict, animal: dict) -> dict:
+    """Values of the sheets that override (or, for weight, back up) the DICOM header."""
+    given = _given
+    out: dict = {"tracer_nuclide": scan["tracer_nuclide"]}
+    if given(scan.get("injected_activity_mbq")):
+        out["injected_activity_bq"] = float(scan["injected_activity_mbq"]) * 1e6
+    if given(scan.get("injection_datetime")):
+        out["injection_datetime"] = datetime.fromisoformat(str(scan["injection_datetime"]))
+    if given(scan.get("body_weight_g")):
+        out["body_weight_kg"] = float(scan["body_weight_g"]) / 1000.0
+    if given(animal.get("body_weight_g")):
+        out["fallback_body_weight_kg"] = float(animal["body_weight_g"]) / 1000.0
+    if given(scan.get("tracer")):
+        out["tracer_name"] = str(scan["tracer"])
+    if given(scan.get("decay_correction")):
+        out["decay_correction"] = str(scan["decay_correction"])
+    if scan.get("allow_injection_after_scan_start") is True:
+        out["allow_injection_after_scan_start"] = True
+    # Ex vivo labelled cells: the scan images the label, whose activity was measured when the
+    # cells were infused (load_study checks the scan's nuclide is the label's).
+    if animal.get("labelling_method") == "ex_vivo" and given(animal.get("activity_infused_mbq")):
+        out["infused_activity_bq"] = float(animal["activity_infused_mbq"]) * 1e6
+    return out
+
+
+def series_uid(scan: dict, kind: str) -> str | None:
+    """The SeriesInstanceUID the sheet names for ``kind`` ("emission" or "ct"), or None."""
+    value = scan.get(f"{kind}_series_uid")
+    return str(value) if _given(value) else None
 
 
 @dataclass
@@ -290,6 +356,10 @@ class Study:
     def scan(self, animal_id: str, session_id: str) -> dict:
         """The scans.tsv row of one session, as a dict."""
         return dict(self._scan_rows[(animal_id, session_id)])
+
+    def scan_value(self, animal_id: str, session_id: str, column: str) -> object:
+        """One cell of a scan's row (None for a column the sheet does not have)."""
+        return self._scan_rows[(animal_id, session_id)].get(column)
 
     def where(self, animal_id: str, session_id: str) -> str:
         """The scan's row in scans.tsv, for messages: '/study/scans.tsv, row of M1/d2'. Named
@@ -330,10 +400,12 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
     for line, dup in animals[animals.animal_id.duplicated()].animal_id.items():
         problems.append(f"{animals_path}: row {line}, column animal_id: {dup!r} appears twice")
     known = set(animals.animal_id)
-    for line, row in scans.iterrows():
-        if row.animal_id not in known:
+    lines = list(scans.index)
+    scan_animals = scans["animal_id"].tolist()
+    for line, animal_id in zip(lines, scan_animals, strict=True):
+        if animal_id not in known:
             problems.append(
-                f"{scans_path}: row {line}, column animal_id: animal {row.animal_id!r} is not "
+                f"{scans_path}: row {line}, column animal_id: animal {animal_id!r} is not "
                 f"in {animals_path}; add it there or fix the id"
             )
     dup = scans.duplicated(subset=["animal_id", "session_id"])
@@ -342,17 +414,23 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
             f"{scans_path}: row {line}, columns animal_id+session_id: "
             f"{row.animal_id}/{row.session_id} appears twice"
         )
-    for line, row in scans.iterrows():
-        for col in ("emission_dicom", "ct_dicom"):
-            folder = Path(row[col])
+    # Columns are built as lists and assigned once: per-cell .loc writes and iterrows cost
+    # seconds on a 1,600-scan sheet, and the dry run pays for them on every start.
+    folders = {col: scans[col].tolist() for col in ("emission_dicom", "ct_dicom")}
+    resolved_folders: dict[str, list[str]] = {col: [] for col in folders}
+    roi_cells = scans["roi_masks"].tolist() if "roi_masks" in scans else [None] * len(lines)
+    resolved_rois = list(roi_cells)
+    for i, line in enumerate(lines):
+        for col, cells in folders.items():
+            folder = Path(cells[i])
             if not folder.is_absolute():
                 folder = scans_path.parent / folder
             if not folder.is_dir():
                 problems.append(
                     f"{scans_path}: row {line}, column {col}: DICOM folder {folder} does not exist"
                 )
-            scans.loc[line, col] = str(folder.resolve())
-        roi_cell = row.get("roi_masks")
+            resolved_folders[col].append(str(folder.resolve()))
+        roi_cell = roi_cells[i]
         if isinstance(roi_cell, str) and roi_cell:
             where = f"{scans_path}: row {line}, column roi_masks"
             try:
@@ -362,9 +440,15 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
                     if not mask.is_file():
                         problems.append(f"{where}: ROI mask {mask} ({name}) does not exist")
                     resolved.append(f"{name}={mask.resolve()}")
-                scans.loc[line, "roi_masks"] = ";".join(resolved)
+                resolved_rois[i] = ";".join(resolved)
             except HomingError as exc:
                 problems.append(str(exc))
+    for col, values in resolved_folders.items():
+        scans[col] = pd.Series(values, index=scans.index, dtype=scans[col].dtype)
+    if "roi_masks" in scans:
+        scans["roi_masks"] = pd.Series(
+            resolved_rois, index=scans.index, dtype=scans["roi_masks"].dtype
+        )
     # Nuclides are canonical ("Zr-89" -> "89Zr") from here on: later stages compare names.
     problems += _canonical_nuclides(scans, "tracer_nuclide", scans_path)
     exvivo = animals[animals.labelling_method == "ex_vivo"]
@@ -372,22 +456,40 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
     animals.loc[exvivo.index, "label_nuclide"] = exvivo.label_nuclide
     mixed_zones = _mixed_time_zones(animals, scans, animals_path, scans_path)
     problems += mixed_zones
-    for line, row in exvivo.iterrows():
-        labelled = datetime.fromisoformat(row.labelling_datetime)
-        infused = datetime.fromisoformat(row.infusion_datetime)
+    for line, labelling, infusion in (
+        zip(
+            exvivo.index,
+            exvivo["labelling_datetime"].tolist(),
+            exvivo["infusion_datetime"].tolist(),
+            strict=True,
+        )
+        if len(exvivo)
+        else ()
+    ):
+        labelled = datetime.fromisoformat(labelling)
+        infused = datetime.fromisoformat(infusion)
         where = f"{animals_path}: row {line}, column labelling_datetime"
         if not mixed_zones and labelled > infused:
             problems.append(f"{where}: labelling is after infusion_datetime; check both")
     if not problems:
         problems += _label_matches_scans(animals, scans, animals_path, scans_path)
     problems += _one_animal_per_series(scans, scans_path)
-    for line, row in animals.iterrows():
-        ref = row.get("reference_session")
+    sessions_of: dict[str, set[str]] = {}
+    for animal_id, session_id in zip(scan_animals, scans["session_id"].tolist(), strict=True):
+        sessions_of.setdefault(animal_id, set()).add(session_id)
+    refs = (
+        animals["reference_session"].tolist()
+        if "reference_session" in animals
+        else [None] * len(animals)
+    )
+    for line, animal_id, ref in zip(
+        animals.index, animals["animal_id"].tolist(), refs, strict=True
+    ):
         if isinstance(ref, str) and ref:
-            own = set(scans[scans.animal_id == row.animal_id].session_id)
+            own = sessions_of.get(animal_id, set())
             if ref not in own:
                 problems.append(
-                    f"{animals_path}: row {line}, column reference_session: {row.animal_id} "
+                    f"{animals_path}: row {line}, column reference_session: {animal_id} "
                     f"has no session {ref!r} in {scans_path} (it has {sorted(own)})"
                 )
     if problems:

@@ -2,9 +2,7 @@
 # the one helper that names every per-scan file.
 from pathlib import Path
 
-from homing.pipeline import series_uid, sheet_overrides
-from homing.roi import parse_roi_masks
-from homing.study import load_study
+from homing.study import load_study, parse_roi_masks, series_uid, sheet_overrides
 
 STUDY = load_study(config, Path(workflow.basedir) / "workflow" / "schemas")
 
@@ -31,6 +29,25 @@ def scan_row(wildcards):
 
 def sheet_row(wildcards):
     return STUDY.where(wildcards.animal, wildcards.session)
+
+
+# The same text as sheet_row, as a params string Snakemake fills in with the wildcards: a
+# function costs the dry run a call per job. (Only when the path has no braces, which
+# Snakemake would read as wildcards.)
+SHEET_ROW = (
+    sheet_row
+    if "{" in str(STUDY.scans_path) or "}" in str(STUDY.scans_path)
+    else f"{STUDY.scans_path}, row of {{animal}}/{{session}}"
+)
+
+
+def scan_cell(column):
+    """An input function: this scan's cell of ``column`` in scans.tsv."""
+
+    def cell(wildcards):
+        return STUDY.scan_value(wildcards.animal, wildcards.session, column)
+
+    return cell
 
 
 def animal_row(wildcards):
@@ -86,9 +103,10 @@ def warp_grids(wildcards):
 
 
 def roi_mask_files(wildcards):
-    return [
-        str(p) for _, p in parse_roi_masks(scan_row(wildcards).get("roi_masks"), "")
-    ]
+    cell = STUDY.scan_value(wildcards.animal, wildcards.session, "roi_masks")
+    return (
+        [str(p) for _, p in parse_roi_masks(cell, "")] if isinstance(cell, str) else []
+    )
 
 
 def all_outputs():
