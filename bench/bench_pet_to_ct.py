@@ -7,7 +7,7 @@
 Simulates one study per seed from a design (default ``hard``: PET and CT on separate
 gantries, 0.8 mm PET voxels, 1.8 mm PSF, low counts), or takes already simulated studies
 (``--study``), ingests every scan's PET and CT, runs the workflow's PET → CT step
-(``pipeline.pet_to_ct``: registration, QC, PET resampled onto the CT grid) on each, and
+(``pipeline.pet_to_ct``: registration and QC) on each, and
 prints one row per scan:
 
 * error: mean distance (mm), over the CT's body (voxel centres of ``masks.body_mask`` on a
@@ -92,7 +92,6 @@ def bench_study(study: Path, work: Path, threads: int, max_scans: int | None) ->
             out / "ct.json",
             out / "xfm.mat",
             out / "xfm.json",
-            out / "pet_in_ct.nii.gz",
             42,
             threads,
             2.0,

@@ -48,15 +48,28 @@ ENV = {
 def run(code: str) -> tuple[float, float]:
     """Python code in a child process: (wall s, peak RSS MB of that process). The peak is the
     child's own VmHWM: ru_maxrss would carry over this (large) process's peak through fork."""
-    report = "; print('PEAK_KB', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
+    wall, _, mb = run_measured(code)
+    return wall, mb
+
+
+def run_measured(code: str) -> tuple[float, float, float]:
+    """Like :func:`run`, also the child's CPU time: (wall s, CPU s = user + sys, peak MB).
+    CPU time is what the registration costs on a loaded machine, where wall time swells."""
+    report = (
+        "\nimport resource as _r; _u = _r.getrusage(_r.RUSAGE_SELF)"
+        "; print('CPU_S', _u.ru_utime + _u.ru_stime)"
+        "; print('PEAK_KB', open('/proc/self/status').read().split('VmHWM:')[1].split()[0])"
+    )
     start = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-c", code + report], env=ENV, capture_output=True, text=True
     )
     if proc.returncode != 0:
         raise SystemExit(f"failed: {code}\n{proc.stderr[-3000:]}")
+    wall = time.perf_counter() - start
     peak_kb = float(proc.stdout.split("PEAK_KB")[-1])
-    return time.perf_counter() - start, peak_kb / 1024.0
+    cpu_s = float(proc.stdout.split("CPU_S")[-1].split()[0])
+    return wall, cpu_s, peak_kb / 1024.0
 
 
 def scores(labels: Path, truth: Path) -> list[float]:

@@ -2,23 +2,37 @@
 
     python bench/bench_stages.py [--atlas ../shared/data/atlas/digimouse/digimouse.json]
                                  [--demo DIR] [--animal EX01 --session d3 --reference d0]
-                                 [--threads 1]
+                                 [--threads 1] [--work DIR] [--stages WORD [WORD ...]]
 
 Each stage runs in its own process (as under Snakemake), so its peak RSS is its own.
-Prints one line per stage: seconds and peak MB.
+Prints one line per stage: wall seconds, CPU seconds (user + sys) and peak MB.
+
+``--work DIR`` keeps every stage's outputs in DIR (default: a fresh temp dir), so a later
+run with ``--stages`` (stages whose name contains one of the words, e.g. ``labels QC
+quantify``) re-runs only those on the earlier stages' outputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 from pathlib import Path
 
 # Each stage in its own process, its peak from its own VmHWM (the same runner as there).
-from bench_registration import run as run_stage
+from bench_registration import run as _run
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def run_stage(code: str) -> tuple[float, float, float]:
+    """(wall s, CPU s = user + sys of the child, peak MB) of ``code`` in its own process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, mb = _run(code)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, mb
 
 
 def main() -> None:
@@ -31,8 +45,14 @@ def main() -> None:
     ap.add_argument("--session", default="d3")
     ap.add_argument("--reference", default="d0", help="the animal's reference session")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--work", default=None, help="keep (and reuse) stage outputs here")
+    ap.add_argument("--stages", nargs="*", default=None, help="run only stages naming these")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="homing-bench-"))
+    if args.work:
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix="homing-bench-"))
     rows = []
     demo_dir = Path(args.demo) if args.demo else work / "demo"
     if not args.demo:
@@ -78,10 +98,15 @@ def main() -> None:
             f"'ct', None, {o['ref_ct.nii.gz']!r}, {o['ref_ct.json']!r})",
         ),
         (
-            "PET -> CT (verified identity) + PET in CT space",
+            "PET -> CT (verified identity)",
             f"from homing import pipeline; pipeline.pet_to_ct({o['pet.nii.gz']!r}, "
             f"{o['pet.json']!r}, {o['ct.nii.gz']!r}, {o['ct.json']!r}, {o['p2c.mat']!r}, "
-            f"{o['p2c.json']!r}, {o['pet_in_ct.nii.gz']!r}, 42, {t}, 1.0)",
+            f"{o['p2c.json']!r}, 42, {t}, 2.0)",
+        ),
+        (
+            "PET on the CT grid (on request only)",
+            f"from homing import pipeline; pipeline.pet_on_ct_grid({o['pet.nii.gz']!r}, "
+            f"{o['ct.nii.gz']!r}, {o['p2c.mat']!r}, {o['pet_in_ct.nii.gz']!r})",
         ),
         (
             f"reference CT -> atlas (affine + SyN, {t} thread(s))",
@@ -118,15 +143,17 @@ def main() -> None:
             f"{o['qc.json']!r}, {o['p2c.json']!r}, "
             f"a[a.animal_id == {a!r}].iloc[0].to_dict(), "
             f"dict(animal_id={a!r}, session_id={s!r}, modality='PET'), 1.0, 0.05, "
-            f"{o['organs.tsv']!r})",
+            "dict(infusion_time_tolerance_min=10, dose_tolerance_fraction=0.10, "
+            f"weight_tolerance_fraction=0.15), 'bench', {o['organs.tsv']!r})",
         ),
     ]
     for name, code in stages:
-        rows.append((name, *run_stage(code)))
+        if args.stages is None or any(w.lower() in name.lower() for w in args.stages):
+            rows.append((name, *run_stage(code)))
     print(f"Homing stage benchmark: scan sub-{a}/ses-{s}, {os.cpu_count()} cores")
-    print(f"{'stage':45s} {'wall s':>8s} {'peak MB':>9s}")
-    for name, wall, mb in rows:
-        print(f"{name:45s} {wall:8.1f} {mb:9.0f}")
+    print(f"{'stage':45s} {'wall s':>8s} {'CPU s':>8s} {'peak MB':>9s}")
+    for name, wall, cpu, mb in rows:
+        print(f"{name:45s} {wall:8.1f} {cpu:8.1f} {mb:9.0f}")
 
 
 if __name__ == "__main__":

@@ -69,11 +69,13 @@ def fetch_atlas(shared_copy: Path, cache: Path, url: str, sha256: str) -> Path:
 
 #: Tests that check the code and the workflow's text without running anything heavy: they run
 #: first, and a failure among them stops the suite, so a typo fails in seconds.
+#: In this order: the two without a study first (seconds), then those that need the demo's
+#: sheets (after the demo study is generated, about a minute).
 FIRST_TESTS = (
     "test_snakefmt_and_ruff_are_clean",
+    "test_every_rule_declares_log_benchmark_threads_memory_and_runtime",
     "test_snakemake_lint_is_clean",
     "test_dry_run_lists_the_whole_chain",
-    "test_every_rule_declares_log_benchmark_threads_memory_and_runtime",
 )
 #: Session fixtures that run the whole workflow (minutes each): their tests go last.
 WORKFLOW_RUNS = ("full_run", "slurm_run", "resume_run")
@@ -81,16 +83,17 @@ WORKFLOW_RUNS = ("full_run", "slurm_run", "resume_run")
 STUDIES = ("demo_study", "quirks_study", "separate_frame_scan", "matrix_study")
 
 
-def _tier(item) -> int:
-    """0: lint and dry run; 1: unit tests; 2: tests on a simulated study; 3: full runs."""
+def _tier(item) -> tuple[int, int]:
+    """(0, i): the i-th of FIRST_TESTS; (1, 0): unit tests; (2, 0): tests on a simulated
+    study; (3, 0): full runs."""
     if item.originalname in FIRST_TESTS:
-        return 0
+        return 0, FIRST_TESTS.index(item.originalname)
     names = set(item.fixturenames)
     if names & set(WORKFLOW_RUNS) or item.get_closest_marker("workflow") and "demo_study" in names:
-        return 3
+        return 3, 0
     if names & set(STUDIES):
-        return 2
-    return 1
+        return 2, 0
+    return 1, 0
 
 
 def pytest_collection_modifyitems(session, config, items):

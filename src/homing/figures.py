@@ -83,32 +83,45 @@ def registration_qc_figure(
     import numpy as np
     from scipy import ndimage
 
-    ct_img = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(ct_hu, np.float32), affine))
-    lab_img = nib.as_closest_canonical(nib.Nifti1Image(np.asarray(labels, np.uint8), affine))
-    ct, lab = np.asarray(ct_img.dataobj), np.asarray(lab_img.dataobj)
-    zooms = ct_img.header.get_zooms()[:3]
+    # Reoriented to RAS+ as nib.as_closest_canonical does, as views: no copy of the box.
+    ornt = nib.orientations.io_orientation(affine)
+    ct = nib.orientations.apply_orientation(np.asarray(ct_hu), ornt)
+    lab = nib.orientations.apply_orientation(np.asarray(labels, np.uint8), ornt)
+    zooms = np.empty(3)
+    zooms[ornt[:, 0].astype(int)] = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)
     body = lab > 0
     centre = (
         [int(round(c)) for c in ndimage.center_of_mass(body)]
         if body.any()
         else [n // 2 for n in lab.shape]
     )
-    # Organ outlines: voxels whose 3×3×3 neighbourhood holds another label.
-    edge = ndimage.grey_dilation(lab, size=3) != ndimage.grey_erosion(lab, size=3)
-    outline = np.where(edge & (lab > 1), lab, 0)  # skip air/soft-tissue: body outline is clear
+    del body
+
+    def outline(axis: int) -> np.ndarray:
+        """Organ outlines in the plane through the centre normal to ``axis``: voxels whose
+        3×3×3 neighbourhood holds another label, skipping air and soft tissue (the body
+        outline is clear). Computed on the 3 planes around it only: the same values."""
+        c = centre[axis]
+        lo = max(c - 1, 0)
+        slab = np.take(lab, np.arange(lo, min(c + 2, lab.shape[axis])), axis=axis)
+        edge = ndimage.grey_dilation(slab, size=3) != ndimage.grey_erosion(slab, size=3)
+        plane = np.take(np.where(edge & (slab > 1), slab, 0), c - lo, axis=axis)
+        return plane
+
     planes = [
         (
             "axial (R → left of image)",
             ct[:, :, centre[2]],
-            outline[:, :, centre[2]],
+            outline(2),
             zooms[1] / zooms[0],
         ),
-        ("coronal", ct[:, centre[1], :], outline[:, centre[1], :], zooms[2] / zooms[0]),
-        ("sagittal", ct[centre[0], :, :], outline[centre[0], :, :], zooms[2] / zooms[1]),
+        ("coronal", ct[:, centre[1], :], outline(1), zooms[2] / zooms[0]),
+        ("sagittal", ct[centre[0], :, :], outline(0), zooms[2] / zooms[1]),
     ]
+    n_label = int(lab.max()) if lab.size else 0
     widths = [p[1].shape[0] for p in planes]
     fig, axes = plt.subplots(1, 3, figsize=(11, 6), gridspec_kw={"width_ratios": widths})
-    n_colours = max(22, int(lab.max()) + 1)  # user ROIs come after the atlas labels
+    n_colours = max(22, n_label + 1)  # user ROIs come after the atlas labels
     cmap = plt.get_cmap("tab20", n_colours)
     for ax, (name, img, out, aspect) in zip(axes, planes, strict=True):
         ax.imshow(img.T, cmap="gray", origin="lower", vmin=-1000, vmax=1500, aspect=aspect)

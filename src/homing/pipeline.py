@@ -10,7 +10,6 @@ import os
 import sys
 import traceback
 import warnings
-from datetime import datetime
 from pathlib import Path
 
 import nibabel as nib
@@ -22,7 +21,6 @@ from homing import (
     atlas,
     crosscheck,
     ingest,
-    masks,
     qc,
     quantify,
     registration,
@@ -74,42 +72,6 @@ def build_atlas(source_json: Path, template: Path, labels: Path, table: Path) ->
         raise HomingError(f"atlas files {paths} do not match the rule outputs {expected}")
 
 
-def sheet_overrides(scan: dict, animal: dict) -> dict:
-    """Values of the sheets that override (or, for weight, back up) the DICOM header."""
-
-    def given(v) -> bool:
-        return v is not None and not (isinstance(v, float) and np.isnan(v)) and v != ""
-
-    out: dict = {"tracer_nuclide": scan["tracer_nuclide"]}
-    if given(scan.get("injected_activity_mbq")):
-        out["injected_activity_bq"] = float(scan["injected_activity_mbq"]) * 1e6
-    if given(scan.get("injection_datetime")):
-        out["injection_datetime"] = datetime.fromisoformat(str(scan["injection_datetime"]))
-    if given(scan.get("body_weight_g")):
-        out["body_weight_kg"] = float(scan["body_weight_g"]) / 1000.0
-    if given(animal.get("body_weight_g")):
-        out["fallback_body_weight_kg"] = float(animal["body_weight_g"]) / 1000.0
-    if given(scan.get("tracer")):
-        out["tracer_name"] = str(scan["tracer"])
-    if given(scan.get("decay_correction")):
-        out["decay_correction"] = str(scan["decay_correction"])
-    if scan.get("allow_injection_after_scan_start") is True:
-        out["allow_injection_after_scan_start"] = True
-    # Ex vivo labelled cells: the scan images the label, whose activity was measured when the
-    # cells were infused (load_study checks the scan's nuclide is the label's).
-    if animal.get("labelling_method") == "ex_vivo" and given(animal.get("activity_infused_mbq")):
-        out["infused_activity_bq"] = float(animal["activity_infused_mbq"]) * 1e6
-    return out
-
-
-def series_uid(scan: dict, kind: str) -> str | None:
-    """The SeriesInstanceUID the sheet names for ``kind`` ("emission" or "ct"), or None."""
-    value = scan.get(f"{kind}_series_uid")
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
-        return None
-    return str(value)
-
-
 def ingest_series(
     folder: Path,
     kind: str,
@@ -138,14 +100,13 @@ def pet_to_ct(
     ct_json: Path,
     out_mat: Path,
     out_json: Path,
-    out_pet_in_ct: Path,
     random_seed: int,
     threads: int,
     identity_tolerance_mm: float,
 ) -> None:
     """PET → CT transform (verified identity for a shared FrameOfReferenceUID, else rigid
-    MI), a JSON record of how it was found (with, for separate frames, the PET → CT QC
-    metrics and flags), and the PET resampled onto the CT's grid."""
+    MI) and a JSON record of how it was found (with, for separate frames, the PET → CT QC
+    metrics and flags). The PET on the CT's grid is pet_on_ct_grid's, on request."""
     pet_meta, ct_meta = _read_json(pet_json), _read_json(ct_json)
     same = pet_meta.get("FrameOfReferenceUID") is not None and pet_meta.get(
         "FrameOfReferenceUID"
@@ -164,7 +125,6 @@ def pet_to_ct(
             f"{record.get('pet_ct_qc')} beyond {record.get('pet_ct_qc_thresholds')}; every "
             "organ row of this scan is flagged"
         )
-    registration.resample_to(pet_nii, ct_nii, [Path(out_mat)], [False], Path(out_pet_in_ct))
     _write_json(
         {
             **record,
@@ -173,6 +133,12 @@ def pet_to_ct(
         },
         Path(out_json),
     )
+
+
+def pet_on_ct_grid(pet_nii: Path, ct_nii: Path, pet_to_ct_mat: Path, out_nii: Path) -> None:
+    """The PET resampled onto the CT's grid through the PET → CT transform (linear, 0
+    outside the CT's body box): for drawing ROIs in CT space (``homing roi-threshold``)."""
+    registration.resample_to(pet_nii, ct_nii, [Path(pet_to_ct_mat)], [False], Path(out_nii))
 
 
 def ct_to_atlas(
@@ -292,25 +258,37 @@ def registration_qc(
     if not np.allclose(ct.affine, lab.affine, atol=1e-4) or ct.shape != lab.shape:
         raise HomingError(f"{labels_ct} is not on the grid of {ct_nii}")
     table = pd.read_csv(label_tsv, sep="\t")
-    hu, labels = np.asarray(ct.dataobj), np.asarray(lab.dataobj)
-    atlas_labels = table[table.source == "atlas"].label.to_numpy()
+    labels = np.asarray(lab.dataobj, dtype=np.uint8)
+    zooms = tuple(float(z) for z in ct.header.get_zooms()[:3])
+    # The CT is read only in the box of the labels and the body (a micro-CT's field of view
+    # is mostly air): 2 mm of margin keep the box's faces in air, beyond the body mask's
+    # opening (0.8 mm), so the metrics are those of the whole CT.
+    box = _labels_and_body_box(ct, labels, margin_mm=2.0)
+    labels = np.ascontiguousarray(labels[box])
+    hu = np.asarray(ct.dataobj[box], dtype=np.int16)
+    atlas_only = np.zeros(256, dtype=bool)
+    atlas_only[table[table.source == "atlas"].label.to_numpy()] = True
     skeleton = int(table.set_index("name").label["skeleton"])
     metrics = qc.registration_metrics(
-        hu,
-        np.where(np.isin(labels, atlas_labels), labels, 0),
-        tuple(float(z) for z in ct.header.get_zooms()[:3]),
-        skeleton_label=skeleton,
+        hu, np.where(atlas_only[labels], labels, 0), zooms, skeleton_label=skeleton
     )
-    ranges = [qc.jacobian_range(w, g) for w, g in zip(warps, warp_grids, strict=True)]
+    # This CT's box, already read, for the warps registered on it (its body lies within).
+    in_memory = nib.Nifti1Image(hu, registration.crop_affine(ct.affine, box))
+    ranges = [
+        qc.jacobian_range(w, in_memory if Path(g) == Path(ct_nii) else g)
+        for w, g in zip(warps, warp_grids, strict=True)
+    ]
     if ranges:
         metrics["jacobian_min"] = float(min(r[0] for r in ranges))
         metrics["jacobian_max"] = float(max(r[1] for r in ranges))
     flags = qc.qc_flags(metrics, thresholds)
     _write_json({"metrics": metrics, "thresholds": thresholds, "flags": flags}, Path(out_json))
     names = table.set_index("label").name.to_dict()
-    # The figure needs only the body: a micro-CT's field of view is mostly air.
-    box = masks.bounding_box(
-        labels > 0, margin_vox=int(np.ceil(2.0 / min(ct.header.get_zooms()[:3])))
+    # The figure needs only the labelled body.
+    fig_box = (
+        qc._bounding_box(labels > 0, margin_vox=int(np.ceil(2.0 / min(zooms))))
+        if labels.any()
+        else tuple(slice(0, n) for n in labels.shape)
     )
     subtitle = ", ".join(
         f"{k} {metrics[k]:.3f}" for k in ("body_dice", "skeleton_dice") if k in metrics
@@ -320,13 +298,32 @@ def registration_qc(
     if flags:
         subtitle += "\nFLAGGED: " + ", ".join(flags)
     figures.registration_qc_figure(
-        hu[box],
-        labels[box],
-        registration.crop_affine(ct.affine, box),
+        hu[fig_box],
+        labels[fig_box],
+        registration.crop_affine(registration.crop_affine(ct.affine, box), fig_box),
         f"{title}\n{subtitle}",
         Path(out_png),
         names,
         flagged=bool(flags),
+    )
+
+
+def _labels_and_body_box(ct, labels: np.ndarray, margin_mm: float) -> tuple[slice, ...]:
+    """Box (voxel slices) holding the labels and the CT's body, widened by ``margin_mm``:
+    the body from a strided read of the CT (registration.body_box), so that the CT's voxels
+    are never all in memory. The whole grid when there is neither."""
+    margin = int(np.ceil(margin_mm / registration.voxel_edge_mm(ct.affine)))
+    boxes = []
+    if labels.any():
+        boxes.append(qc._bounding_box(labels > 0, margin_vox=margin))
+    try:
+        boxes.append(registration.body_box(ct.dataobj, ct.affine, margin_mm=margin_mm))
+    except HomingError:
+        pass  # no body in the CT: the metrics say so (NaN, or a low Dice against the labels)
+    if not boxes:
+        return tuple(slice(0, n) for n in labels.shape)
+    return tuple(
+        slice(min(b[i].start for b in boxes), max(b[i].stop for b in boxes)) for i in range(3)
     )
 
 
@@ -354,10 +351,15 @@ def quantify_scan(
     pet_img, lab_pet, lab_ct = (nib.load(str(p)) for p in (pet_nii, labels_pet, labels_ct))
     if not np.allclose(pet_img.affine, lab_pet.affine, atol=1e-4):
         raise HomingError(f"{labels_pet} is not on the grid of {pet_nii}")
+    ct_labels = np.asarray(lab_ct.dataobj, dtype=np.uint8)
+    # Only the labels' box: the organ volumes count labelled voxels alone, and a micro-CT's
+    # whole grid would be counted through a 64-bit copy (1.4 GB for 512×512×680).
+    if ct_labels.any():
+        ct_labels = np.ascontiguousarray(ct_labels[qc._bounding_box(ct_labels > 0, 0)])
     table = quantify.organ_table(
         np.asarray(pet_img.dataobj, dtype=np.float32),
         np.asarray(lab_pet.dataobj).astype(np.uint8),
-        np.asarray(lab_ct.dataobj).astype(np.uint8),
+        ct_labels,
         float(abs(np.linalg.det(lab_ct.affine[:3, :3]))) / 1000.0,
         sidecar,
         pd.read_csv(label_tsv, sep="\t"),

@@ -2,7 +2,7 @@
 # headroom (docs/cluster.md). Cluster jobs get exactly these.
 rule ingest_emission:
     input:
-        dicom=lambda w: scan_row(w)["emission_dicom"],
+        dicom=scan_cell("emission_dicom"),
     output:
         nii=scan_path("pet", "pet.nii.gz"),
         json=scan_path("pet", "pet.json"),
@@ -21,14 +21,14 @@ rule ingest_emission:
     params:
         overrides=lambda w: sheet_overrides(scan_row(w), animal_row(w)),
         series_uid=lambda w: series_uid(scan_row(w), "emission"),
-        where=sheet_row,
+        where=SHEET_ROW,
     script:
         "../scripts/ingest.py"
 
 
 rule ingest_ct:
     input:
-        dicom=lambda w: scan_row(w)["ct_dicom"],
+        dicom=scan_cell("ct_dicom"),
     output:
         nii=scan_path("anat", "ct.nii.gz"),
         json=scan_path("anat", "ct.json"),
@@ -47,6 +47,6 @@ rule ingest_ct:
     params:
         overrides=None,
         series_uid=lambda w: series_uid(scan_row(w), "ct"),
-        where=sheet_row,
+        where=SHEET_ROW,
     script:
         "../scripts/ingest.py"

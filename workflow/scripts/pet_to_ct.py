@@ -11,7 +11,6 @@ with pipeline.logged(sm.log[0], sm.threads):
         sm.input.ct_json,
         sm.output.mat,
         sm.output.json,
-        sm.output.pet_in_ct,
         sm.params.seed,
         sm.threads,
         sm.params.tolerance_mm,
