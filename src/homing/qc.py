@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from homing import HomingError, masks
+from homing.grid import corner_voxels
 
 #: Above this many voxels (in the box holding the CT's body and the labels) the overlap
 #: metrics are computed on every 2nd (3rd, ...) voxel along each axis. The body mask's
@@ -249,14 +250,7 @@ def _on_grid(ct_path, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
     ct = ct_path if isinstance(ct_path, nib.spatialimages.SpatialImage) else nib.load(str(ct_path))
     to_ct = np.linalg.inv(np.asarray(ct.affine, float)) @ np.asarray(affine, float)
-    corners = np.array(
-        [
-            [a, b, c, 1.0]
-            for a in (0, shape[0] - 1)
-            for b in (0, shape[1] - 1)
-            for c in (0, shape[2] - 1)
-        ]
-    ).T
+    corners = corner_voxels(shape)
     reach = (to_ct @ corners)[:3]
     lo = np.clip(np.floor(reach.min(axis=1)).astype(int) - 1, 0, ct.shape[:3])
     hi = np.clip(np.ceil(reach.max(axis=1)).astype(int) + 2, 0, ct.shape[:3])

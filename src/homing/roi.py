@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import ndimage
 
 from homing import HomingError
+from homing.grid import corner_voxels
 
 #: ROI names become column values and file-name parts: lower-case snake_case.
 ROI_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -76,14 +77,7 @@ def parse_roi_masks(value, where: str) -> list[tuple[str, Path]]:
 def grid_offset_mm(affine_a: np.ndarray, affine_b: np.ndarray, shape: tuple[int, ...]) -> float:
     """Largest distance (mm) between the two affines' positions of the grid's corner voxels;
     the affine maps are linear, so no voxel centre of the grid differs by more."""
-    corners = np.array(
-        [
-            [i, j, k, 1.0]
-            for i in (0, shape[0] - 1)
-            for j in (0, shape[1] - 1)
-            for k in (0, shape[2] - 1)
-        ]
-    ).T
+    corners = corner_voxels(shape)
     diff = (np.asarray(affine_a, float) - np.asarray(affine_b, float)) @ corners
     return float(np.max(np.linalg.norm(diff[:3], axis=0)))
 
