@@ -96,28 +96,9 @@ def _tier(item) -> tuple[int, int]:
     return 1, 0
 
 
-#: Fixtures whose tests share one pytest-xdist worker (``--dist loadgroup``): the whole
-#: workflow runs once per worker that needs it, so its tests stay together, and the BIDS
-#: validator is installed into one folder, by one process.
-ONE_WORKER = ("full_run", "slurm_run", "bids_validator")
-
-
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Cheap tests first (stable sort: within a tier, files keep their order); the tests of
-    the workflow runs in one xdist group (they are run before xdist reads the groups)."""
+    """Cheap tests first (stable sort: within a tier, files keep their order)."""
     items.sort(key=_tier)
-    # ./test.sh's two stages: HOMING_TEST_STAGE=first runs only FIRST_TESTS, =rest the others.
-    stage = os.environ.get("HOMING_TEST_STAGE", "")
-    if stage in ("first", "rest"):
-        first = stage == "first"
-        config.hook.pytest_deselected(
-            items=[it for it in items if (it.originalname in FIRST_TESTS) != first]
-        )
-        items[:] = [it for it in items if (it.originalname in FIRST_TESTS) == first]
-    for item in items:
-        if set(item.fixturenames) & set(ONE_WORKER):
-            item.add_marker(pytest.mark.xdist_group("workflow_runs"))
 
 
 def pytest_runtest_logreport(report):
