@@ -9,11 +9,15 @@ into .cache/atlas/ under the repository and reused.
 """
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import pytest
 import yaml
 
@@ -101,6 +105,18 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=_tier)
 
 
+def pytest_collection_finish(session):
+    """Note which workflow runs the selected tests need (after -k/-m deselection): only
+    those are started in the background (``start_needed_runs``)."""
+    NEEDED_RUNS.update(n for item in session.items for n in item.fixturenames if n in WORKFLOW_RUNS)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop any background run still going (a run stopped early, e.g. by -x)."""
+    for run in BACKGROUND.values():
+        run.stop()
+
+
 def pytest_runtest_logreport(report):
     """A failed lint, format or dry-run test ends the run at once (see FIRST_TESTS)."""
     if report.failed and report.nodeid.split("::")[-1].split("[")[0] in FIRST_TESTS:
@@ -152,6 +168,7 @@ def demo_study(tmp_path_factory, digimouse_json) -> Path:
     out = tmp_path_factory.mktemp("demo") / "demo"
     simulate.simulate("demo", out, digimouse_json)
     simulate.write_config(out, digimouse_json)
+    start_needed_runs(out, tmp_path_factory)
     return out
 
 
@@ -182,12 +199,23 @@ def write_subset(demo_study: Path, out: Path, selection: dict[str, tuple[str, ..
     return out / "config.yaml"
 
 
+_SMALL_STUDY_DIR: dict[str, Path] = {}
+
+
+def _small_study(demo_study: Path, tmp_path_factory) -> Path:
+    """The small study's folder, written once per session (see ``small_study``)."""
+    if "dir" not in _SMALL_STUDY_DIR:
+        out = tmp_path_factory.mktemp("small")
+        _SMALL_STUDY_DIR["dir"] = write_subset(demo_study, out, SMALL_STUDY).parent
+    return _SMALL_STUDY_DIR["dir"]
+
+
 @pytest.fixture(scope="session")
 def small_study(demo_study, tmp_path_factory) -> Path:
     """2 animals x 2 sessions of the demo study (SMALL_STUDY), reading the demo's DICOM: a
     second run of the workflow (e.g. through SLURM) at a quarter of the demo's cost. Returns
     the folder holding its config.yaml and sheets."""
-    return write_subset(demo_study, tmp_path_factory.mktemp("small"), SMALL_STUDY).parent
+    return _small_study(demo_study, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -198,6 +226,39 @@ def quirks_study(tmp_path_factory, digimouse_json) -> Path:
     out = tmp_path_factory.mktemp("quirks") / "quirks"
     simulate.simulate("quirks", out, digimouse_json)
     return out
+
+
+def ingest_to(folder: Path, kind: str, out: Path) -> Path:
+    """Ingest a DICOM series to ``out``.nii.gz (+ .json) as the workflow does; a PET without
+    PatientWeight (QX01 d5 on purpose) gets a 25 g fallback, which only SUV uses."""
+    from homing import ingest
+
+    vol = ingest.ingest(folder, kind, {"fallback_body_weight_kg": 0.025} if kind != "ct" else None)
+    ingest.write_volume(vol, out.with_suffix(".nii.gz"), out.with_suffix(".json"))
+    return out.with_suffix(".nii.gz")
+
+
+@pytest.fixture(scope="session")
+def separate_frame_scan(quirks_study, tmp_path_factory):
+    """QX01 d5 of the quirks study (PET and CT in separate frames, ~100 mm apart along the
+    bed and rotated), ingested and registered once per session (a rigid MI registration,
+    about a minute): (pet, ct, transform, record, true CT → PET matrix in RAS)."""
+    import json
+
+    import pandas as pd
+
+    from homing import registration
+
+    scans = pd.read_csv(quirks_study / "truth" / "scans.tsv", sep="\t", dtype=str)
+    row = scans[(scans.animal_id == "QX01") & (scans.session_id == "d5")].iloc[0]
+    truth = np.array(json.loads(row.pet_from_ct_mm))
+    assert np.linalg.norm(truth[:3, 3]) > 50  # really a separate frame
+    tmp = tmp_path_factory.mktemp("p2c")
+    base = quirks_study / "dicom" / "sub-QX01" / "ses-d5"
+    pet = ingest_to(base / "pet", "emission", tmp / "pet")
+    ct = ingest_to(base / "ct", "ct", tmp / "ct")
+    record = registration.register_pet_to_ct(pet, ct, False, tmp / "x.mat", 42, 1)
+    return pet, ct, tmp / "x.mat", record, truth
 
 
 #: Environment of every Snakemake the tests start: BLAS single-threaded, for reproducibility.
@@ -222,20 +283,115 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
     )
 
 
+# --- workflow runs in the background ---------------------------------------------------------
+# pytest runs one test at a time, so while the cheap tests run one of the machine's two
+# cores sits idle. The full demo run (minutes of computing) and the SLURM run of the small
+# study (mostly waiting for the scheduler) are started as soon as the demo study exists,
+# and their fixtures wait for them: the tests and the runs share the cores.
+
+#: Workflow-run fixtures the selected tests need (pytest_collection_finish).
+NEEDED_RUNS: set[str] = set()
+#: Runs started in this session, by fixture name.
+BACKGROUND: dict[str, "BackgroundRun"] = {}
+#: Longest a background run may take from its start (s).
+RUN_TIMEOUT_S = 3600
+
+
+class BackgroundRun:
+    """A command (a Snakemake run) in its own process group, its output into ``log``."""
+
+    def __init__(self, cmd: list[str], workdir: Path, log: Path, on_stop: Callable | None = None):
+        self.cmd, self.workdir, self.log, self.on_stop = cmd, workdir, log, on_stop
+        self.deadline = time.monotonic() + RUN_TIMEOUT_S
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=SNAKEMAKE_ENV, start_new_session=True
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self) -> subprocess.CompletedProcess:
+        """The finished run (return code -9 if RUN_TIMEOUT_S passed and it was stopped)."""
+        try:
+            code = self.proc.wait(timeout=max(self.deadline - time.monotonic(), 1))
+        except subprocess.TimeoutExpired:
+            self.stop()
+            code = -9
+        return subprocess.CompletedProcess(self.cmd, code, stdout=self.output(), stderr="")
+
+    def stop(self) -> None:
+        """End the run and its jobs if still going (SIGTERM, then SIGKILL after 30 s)."""
+        if self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        if self.on_stop:
+            self.on_stop(self.output())
+
+
+def background_run(name: str, start: Callable[[], BackgroundRun]) -> BackgroundRun:
+    """The run of fixture ``name``: the one already started, else started now."""
+    if name not in BACKGROUND:
+        BACKGROUND[name] = start()
+    return BACKGROUND[name]
+
+
+def _start_full_run(demo_study: Path, tmp_path_factory) -> BackgroundRun:
+    work = tmp_path_factory.mktemp("run")
+    cmd = snakemake_command(work) + [
+        "--workflow-profile",
+        str(REPO / "workflow" / "profiles" / "default"),
+        "--configfile",
+        str(demo_study / "config.yaml"),
+        "--cores",
+        str(min(os.cpu_count() or 1, 2)),
+    ]
+    return BackgroundRun(cmd, work, work / "snakemake.log")
+
+
+def start_slurm_run(demo_study: Path, tmp_path_factory, cluster: dict) -> BackgroundRun:
+    """The small study through SLURM (tests/test_slurm.py checks it)."""
+    from . import slurm_cluster
+
+    profile = tmp_path_factory.mktemp("profile")
+    work = tmp_path_factory.mktemp("slurm-run")
+    config = _small_study(demo_study, tmp_path_factory) / "config.yaml"
+    cmd = snakemake_command(work) + slurm_cluster.snakemake_args(cluster, profile, config)
+    return BackgroundRun(cmd, work, work / "snakemake.log", on_stop=slurm_cluster.cancel)
+
+
+def start_needed_runs(demo_study: Path, tmp_path_factory) -> None:
+    """Start the workflow runs the selected tests need, in the background."""
+    if "full_run" in NEEDED_RUNS:
+        background_run("full_run", lambda: _start_full_run(demo_study, tmp_path_factory))
+    if "slurm_run" in NEEDED_RUNS:
+        from . import slurm_cluster
+
+        if slurm_cluster.problem() is None:
+            cluster = slurm_cluster.info()
+            background_run(
+                "slurm_run", lambda: start_slurm_run(demo_study, tmp_path_factory, cluster)
+            )
+
+
 @pytest.fixture(scope="session")
 def full_run(demo_study, tmp_path_factory):
-    """The whole demo study run locally, once per test session (several minutes): checked
-    against the demo's truth in test_workflow.py, and against the SLURM run in
-    test_slurm.py."""
-    work = tmp_path_factory.mktemp("run")
-    res = snakemake(
-        work, "--cores", str(min(os.cpu_count() or 1, 2)), configfile=demo_study / "config.yaml"
-    )
+    """The whole demo study run locally, once per test session (several minutes, started in
+    the background when the demo study is made): checked against the demo's truth in
+    test_workflow.py, and against the SLURM run in test_slurm.py."""
+    run = background_run("full_run", lambda: _start_full_run(demo_study, tmp_path_factory))
+    res = run.wait()
     if res.returncode != 0:
+        work = run.workdir
         logs = "\n".join(
             f"--- {p}\n{p.read_text()[-3000:]}"
             for p in sorted((work / "logs").rglob("*.log"))
             if "ERROR" in p.read_text()
         )
-        pytest.fail(f"workflow failed:\n{res.stderr[-5000:]}\n{logs}")
-    return work
+        pytest.fail(f"workflow failed:\n{res.stdout[-5000:]}\n{logs}")
+    return run.workdir

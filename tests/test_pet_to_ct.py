@@ -4,7 +4,6 @@ the PET → CT QC flag (homing.qc.pet_ct_metrics), from the metric to the organ 
 The accuracy over many low-count scans is measured by bench/bench_pet_to_ct.py.
 """
 
-import json
 from pathlib import Path
 
 import nibabel as nib
@@ -12,32 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from homing import ingest, qc, quantify, registration
+from homing import qc, quantify, registration
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def _ingest(folder: Path, kind: str, out: Path) -> Path:
-    # The weight only matters for SUV; QX01 d5 has no PatientWeight on purpose.
-    vol = ingest.ingest(folder, kind, {"fallback_body_weight_kg": 0.025} if kind != "ct" else None)
-    ingest.write_volume(vol, out.with_suffix(".nii.gz"), out.with_suffix(".json"))
-    return out.with_suffix(".nii.gz")
-
-
-@pytest.fixture(scope="module")
-def separate_frame_scan(quirks_study, tmp_path_factory):
-    """QX01 d5 of the quirks study (PET and CT in separate frames), ingested and registered
-    once: (pet, ct, transform, record, true CT → PET matrix in RAS)."""
-    scans = pd.read_csv(quirks_study / "truth" / "scans.tsv", sep="\t", dtype=str)
-    row = scans[(scans.animal_id == "QX01") & (scans.session_id == "d5")].iloc[0]
-    truth = np.array(json.loads(row.pet_from_ct_mm))
-    assert np.linalg.norm(truth[:3, 3]) > 50  # really a separate frame
-    tmp = tmp_path_factory.mktemp("p2c")
-    base = quirks_study / "dicom" / "sub-QX01" / "ses-d5"
-    pet = _ingest(base / "pet", "emission", tmp / "pet")
-    ct = _ingest(base / "ct", "ct", tmp / "ct")
-    record = registration.register_pet_to_ct(pet, ct, False, tmp / "x.mat", 42, 1)
-    return pet, ct, tmp / "x.mat", record, truth
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,15 @@ The organ accuracy of CT → atlas and CT → reference session is checked on a 
 (tests/test_workflow.py) and measured over more animals by bench/bench_registration.py.
 """
 
-import json
 import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
-from homing import ingest, registration
+from homing import registration
+
+from .conftest import ingest_to
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -37,13 +37,6 @@ def test_ants_grid_matches_itk_reading_of_the_same_nifti(tmp_path):
     assert np.allclose(sub @ [0, 0, 0, 1], affine @ [1, 2, 0, 1])
 
 
-def _ingest(folder: Path, kind: str, out: Path) -> Path:
-    # The weight only matters for SUV; QX01 d5 has no PatientWeight on purpose.
-    vol = ingest.ingest(folder, kind, {"fallback_body_weight_kg": 0.025} if kind != "ct" else None)
-    ingest.write_volume(vol, out.with_suffix(".nii.gz"), out.with_suffix(".json"))
-    return out.with_suffix(".nii.gz")
-
-
 def _corners_ras(ct: Path) -> np.ndarray:
     img = nib.load(str(ct))
     box = registration.body_box(np.asarray(img.dataobj), img.affine, margin_mm=0.0)
@@ -66,27 +59,21 @@ def _mapped(mat: Path, points_ras: np.ndarray) -> np.ndarray:
     return np.array([RAS_TO_LPS @ tx.apply_to_point(tuple(RAS_TO_LPS @ p)) for p in points_ras])
 
 
-def test_pet_to_ct_in_separate_frames_recovers_the_true_rigid_offset(quirks_study, tmp_path):
-    """QX01 d5: PET and CT in separate frames (offset ~100 mm along the bed, rotated)."""
-    scans = pd.read_csv(quirks_study / "truth" / "scans.tsv", sep="\t", dtype=str)
-    row = scans[(scans.animal_id == "QX01") & (scans.session_id == "d5")].iloc[0]
-    truth = np.array(json.loads(row.pet_from_ct_mm))
-    assert np.linalg.norm(truth[:3, 3]) > 50  # really a separate frame
-    base = quirks_study / "dicom" / "sub-QX01" / "ses-d5"
-    pet = _ingest(base / "pet", "emission", tmp_path / "pet")
-    ct = _ingest(base / "ct", "ct", tmp_path / "ct")
-    record = registration.register_pet_to_ct(pet, ct, False, tmp_path / "x.mat", 42, 1)
+def test_pet_to_ct_in_separate_frames_recovers_the_true_rigid_offset(separate_frame_scan):
+    """QX01 d5: PET and CT in separate frames (offset ~100 mm along the bed, rotated): the
+    CT's body corners land within 1 mm of where the true transform puts them."""
+    _, ct, mat, record, truth = separate_frame_scan
     assert record["method"] == "rigid (mutual information)"
     corners = _corners_ras(ct)
     want = (truth @ np.c_[corners, np.ones(len(corners))].T)[:3].T
-    error_mm = np.linalg.norm(_mapped(tmp_path / "x.mat", corners) - want, axis=1)
+    error_mm = np.linalg.norm(_mapped(mat, corners) - want, axis=1)
     assert error_mm.max() < 1.0, error_mm
 
 
 def test_shared_frame_identity_is_verified_and_a_misplaced_pet_is_caught(demo_study, tmp_path):
     base = demo_study / "dicom" / "sub-EX01" / "ses-d0"
-    pet = _ingest(base / "pet", "emission", tmp_path / "pet")
-    ct = _ingest(base / "ct", "ct", tmp_path / "ct")
+    pet = ingest_to(base / "pet", "emission", tmp_path / "pet")
+    ct = ingest_to(base / "ct", "ct", tmp_path / "ct")
     ok = registration.register_pet_to_ct(pet, ct, True, tmp_path / "ok.mat", 42, 1)
     assert ok["method"].startswith("identity") and not ok["identity_rejected"]
     assert ok["rigid_rms_displacement_mm"] <= 1.0 < ok["identity_tolerance_mm"]

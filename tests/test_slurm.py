@@ -24,23 +24,19 @@ a few minutes on a 2-core machine.
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import REPO, SMALL_STUDY, SNAKEMAKE_ENV, snakemake_command
+from . import slurm_cluster as cluster_
+from .conftest import SMALL_STUDY, background_run, start_slurm_run
 
 pytestmark = pytest.mark.workflow
 
-PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
-PLACEHOLDERS = {"slurm_partition": "EDIT_ME_partition", "slurm_account": "EDIT_ME_account"}
 RTOL = 1e-6
 LOCAL_RULES = {
     "all",
@@ -49,7 +45,6 @@ LOCAL_RULES = {
     "registration_qc_table",
     "bids_dataset_description",
 }
-TIMEOUT_S = 3600
 SUBMITTED = re.compile(
     r"^Job (?P<job>\S+) has been submitted with SLURM jobid (?P<slurm>\d+) "
     r"\(log: (?P<log>.+)\)\.\s*$",
@@ -57,67 +52,16 @@ SUBMITTED = re.compile(
 )
 
 
-def _run(*cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-def _slurm_problem() -> str | None:
-    """Why SLURM cannot be used here, or None when a node is up."""
-    if shutil.which("sinfo") is None:
-        return "no SLURM client (sinfo) on PATH"
-    try:
-        res = _run("sinfo", "-h", "-o", "%t")
-    except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 60 s"
-    if res.returncode != 0:
-        return f"sinfo failed: {(res.stderr or res.stdout).strip()}"
-    states = res.stdout.split()
-    if not any(s.rstrip("*~#") in ("idle", "mix", "alloc", "comp") for s in states):
-        return f"no SLURM node is up (node states: {states or 'none'})"
-    return None
-
-
-def _accounting_enabled() -> bool:
-    res = _run("scontrol", "show", "config")
-    m = re.search(r"^AccountingStorageType\s*=\s*(\S+)", res.stdout, re.M)
-    return bool(m) and m.group(1) != "accounting_storage/none"
-
-
 @pytest.fixture(scope="session")
 def slurm_cluster() -> dict:
     """The running cluster's partition and account; skip (or fail) without one."""
-    problem = _slurm_problem()
+    problem = cluster_.problem()
     if problem:
         msg = f"SLURM is not available: {problem}. Start one with `bash tests/slurm/up.sh`."
         if os.environ.get("HOMING_REQUIRE_SLURM") == "1":
             pytest.fail(f"HOMING_REQUIRE_SLURM=1 but {msg}", pytrace=False)
         pytest.skip(msg)
-    partition = os.environ.get("HOMING_SLURM_PARTITION")
-    if not partition:
-        parts = _run("sinfo", "-h", "-o", "%P").stdout.split()
-        partition = next((p for p in parts if p.endswith("*")), parts[0]).rstrip("*")
-    account = os.environ.get("HOMING_SLURM_ACCOUNT")
-    accounting = _accounting_enabled()
-    if not account and accounting:
-        res = _run(
-            "sacctmgr", "-n", "-P", "show", "assoc", f"user={getpass.getuser()}", "format=account"
-        )
-        account = next((a for a in res.stdout.split() if a), None)
-    return {"partition": partition, "account": account, "accounting": accounting}
-
-
-def _snakemake(workdir: Path, *args: str, log: Path) -> subprocess.CompletedProcess:
-    """Run Snakemake on the repository's workflow, output to `log` (a long run)."""
-    cmd = snakemake_command(workdir) + list(args)
-    with open(log, "w") as out:
-        try:
-            res = subprocess.run(
-                cmd, stdout=out, stderr=subprocess.STDOUT, env=SNAKEMAKE_ENV, timeout=TIMEOUT_S
-            )
-        except subprocess.TimeoutExpired:
-            res = subprocess.CompletedProcess(cmd, returncode=-9)
-    res.stdout = log.read_text(errors="replace")
-    return res
+    return cluster_.info()
 
 
 def _failure_report(work: Path, text: str) -> str:
@@ -134,40 +78,19 @@ def _failure_report(work: Path, text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster, small_study, tmp_path_factory) -> tuple[Path, str]:
+def slurm_run(slurm_cluster, demo_study, tmp_path_factory) -> tuple[Path, str]:
     """The small study run through SLURM with a copy of the repository's SLURM profile in
-    which only the partition and account placeholders are filled in."""
-    text = PROFILE.read_text()
-    for key, placeholder in PLACEHOLDERS.items():
-        assert placeholder in text, f"{PROFILE} lost its {key} placeholder {placeholder!r}"
-    text = text.replace(PLACEHOLDERS["slurm_partition"], slurm_cluster["partition"])
-    # No account known (cluster without accounting): the plugin guesses or goes without.
-    text = text.replace(PLACEHOLDERS["slurm_account"], slurm_cluster["account"] or "")
-    profile = tmp_path_factory.mktemp("profile")
-    (profile / "config.yaml").write_text(text)
-    work = tmp_path_factory.mktemp("slurm-run")
-    args = [
-        "--profile",
-        str(profile),
-        "--configfile",
-        str(small_study / "config.yaml"),
-        # A small cluster with jobs of seconds: look soon (a real one: the profile's 40 s).
-        "--slurm-init-seconds-before-status-checks",
-        "5",
-        # Keep SLURM's per-job logs, to inspect a failed CI run.
-        "--slurm-keep-successful-logs",
-    ]
-    if not slurm_cluster["accounting"]:
-        # Without slurmdbd, sacct cannot see jobs end (tests/slurm/up.sh, accounting=0).
-        args += ["--slurm-status-command", "squeue"]
-    res = _snakemake(work, *args, log=work / "snakemake.log")
+    which only the partition and account placeholders are filled in (started in the
+    background when the demo study was made; conftest.start_needed_runs)."""
+    run = background_run(
+        "slurm_run", lambda: start_slurm_run(demo_study, tmp_path_factory, slurm_cluster)
+    )
+    res = run.wait()
     if res.returncode != 0:
-        run_id = re.search(r"^SLURM run ID: (\S+)", res.stdout, re.M)
-        if run_id:  # Snakemake killed by the timeout leaves its jobs queued
-            _run("scancel", "--name", run_id.group(1))
-        pytest.fail(f"SLURM run failed:\n{_failure_report(work, res.stdout)}")
+        cluster_.cancel(res.stdout)  # a Snakemake stopped by the timeout leaves jobs queued
+        pytest.fail(f"SLURM run failed:\n{_failure_report(run.workdir, res.stdout)}")
     assert re.search(r"\(100%\) done", res.stdout), res.stdout[-3000:]
-    return work, res.stdout
+    return run.workdir, res.stdout
 
 
 def _planned(log: str) -> tuple[dict[str, int], dict[str, int], list[str]]:
@@ -218,7 +141,7 @@ def test_slurm_accounting_has_every_job_completed(slurm_run, slurm_cluster):
         pytest.skip("the cluster keeps no accounting (no slurmdbd): sacct knows no jobs")
     _, log = slurm_run
     ids = sorted({m.group("slurm") for m in SUBMITTED.finditer(log)}, key=int)
-    res = _run("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids))
+    res = cluster_.run("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(ids))
     assert res.returncode == 0, res.stderr
     states = dict(line.split("|", 1) for line in res.stdout.splitlines() if line.strip())
     assert sorted(states, key=int) == ids, f"sacct does not know every job:\n{res.stdout}"
