@@ -19,13 +19,18 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 from scipy import ndimage
 
 from homing import HomingError
+
+# pandas is imported where a table is made: jobs that only write images (pet_to_ct) are
+# spared its import (≈ 0.3 s of CPU).
+if TYPE_CHECKING:
+    import pandas as pd
 
 ATLAS_VOXEL_MM = 0.2
 
@@ -181,6 +186,8 @@ def template_from_labels(labels: np.ndarray, smoothing_mm: float = 0.2) -> np.nd
 
 def label_table(labels: np.ndarray, voxel_mm: float) -> pd.DataFrame:
     """Label table (TSV-ready): label, name, description, tissue class, volume in mL."""
+    import pandas as pd
+
     counts = np.bincount(labels.ravel(), minlength=len(ORGANS))
     voxel_ml = voxel_mm**3 / 1000.0
     return pd.DataFrame(

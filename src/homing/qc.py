@@ -261,6 +261,9 @@ def _on_grid(ct_path, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     shift = np.eye(4)
     shift[:3, 3] = -lo
     m = (shift @ to_ct)[:3]
+    strided = _strided_sample(hu, m, shape)
+    if strided is not None:
+        return strided
     if not np.any(m[:, :3] - np.diag(np.diag(m[:, :3]))):
         # Axis-aligned grids: scipy's separable path, the same values. (Its warning says a
         # 1-D matrix means a diagonal one since SciPy 0.18, which is what this is.)
@@ -282,6 +285,43 @@ def _on_grid(ct_path, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     del idx
     out = ndimage.map_coordinates(hu, coords, order=1, mode="constant", cval=-1000.0)
     return out.reshape(shape).astype(np.float32)
+
+
+#: How far (voxels) a grid's voxel centres may sit from the CT's own for _strided_sample:
+#: float32 headers place a warp grid made from a CT's box (2 × its voxel) 4e-6 voxel off.
+_ON_VOXEL_TOLERANCE = 1e-3
+
+
+def _strided_sample(hu: np.ndarray, m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """_on_grid where every voxel centre of the grid is a voxel centre of ``hu`` (``m``, the
+    3 × 4 map grid index → ``hu`` index, has whole-number steps along the axes and offsets
+    within _ON_VOXEL_TOLERANCE of whole numbers; a warp grid made from the CT at twice its
+    voxel): every s-th voxel, air (−1000 HU) beyond ``hu``, float32. Linear interpolation
+    gives these values there (to 0.01 HU: 4e-6 of a neighbour's difference, from the
+    headers' float32 rounding), at a fraction of its cost. None for any other grid."""
+    lin, offset = m[:, :3], m[:, 3]
+    steps = np.diag(lin)
+    whole = np.rint(offset)
+    if (
+        np.any(lin - np.diag(steps))
+        or np.any(steps < 1)
+        or np.any(steps != np.rint(steps))
+        or np.any(np.abs(offset - whole) > _ON_VOXEL_TOLERANCE)
+    ):
+        return None
+    out = np.full(shape, -1000.0, dtype=np.float32)
+    src, dst = [], []
+    axes = zip(steps.astype(int), whole.astype(int), shape, hu.shape, strict=True)
+    for step, start, n_out, n_in in axes:
+        idx = start + step * np.arange(n_out)
+        inside = np.flatnonzero((idx >= 0) & (idx < n_in))
+        if not inside.size:
+            return out
+        first, last = int(inside[0]), int(inside[-1])
+        src.append(slice(int(idx[first]), int(idx[last]) + 1, int(step)))
+        dst.append(slice(first, last + 1))
+    out[tuple(dst)] = hu[tuple(src)]
+    return out
 
 
 def jacobian_range(warp_path: Path | str, reference) -> tuple[float, float]:

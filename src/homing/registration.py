@@ -59,7 +59,28 @@ SYN_STAGES = {"syn_metric": "mattes", "reg_iterations": SYN_ITERATIONS}
 #:   on a 0.2 mm grid) 215 s (0.957). A longer step there (0.5, 0.8) overshoots (0.927);
 #: * 3 iterations at 0.4 mm as a stage of its own with mean squares (CT_FINE_STAGE; CT and
 #:   template are both attenuation, and squared differences pull hardest at bone edges,
-#:   where attenuation jumps from ~1 to ~2): 25.6 s, skeleton 0.949, lungs 0.987.
+#:   where attenuation jumps from ~1 to ~2): 25.6 s, skeleton 0.949, lungs 0.987. On the
+#:   micro-CT the skeleton is 0.922 against SyNQuick's 0.937 (docs/registration.md).
+#:
+#: Measured and dropped when looking for a cheaper 0.4 mm level (scratch runs on demo EX01
+#: d0 and the micro-CT, each registration alone, 1 thread; CPU s of the whole
+#: ``ct_to_atlas`` process, which with these stages took 25–28 s on EX01, 37 on the micro-CT):
+#:
+#: * GaussianDisplacementField (greedy, forward field only) instead of the 3 SyN iterations:
+#:   no cheaper per iteration (~3 s even with mean squares sampled at 25%, its first
+#:   iteration 3–6 s more), and it folds the micro-CT's warp (Jacobian determinant
+#:   0.00–0.03 in the body after 3–5 iterations: a ``regqc_jacobian_folding`` flag), though
+#:   its skeleton Dice is higher (0.934–0.942). A total-field variance of 0.5 or 1 voxel²
+#:   leaves a minimum of 0.14–0.35 and doubles the cost. After a SyN stage its field is
+#:   written apart (2Warp), which ``_run_stages`` does not keep; as the only deformable
+#:   stage (1.6, 0.8, 0.4 mm) it folds too;
+#: * the 3 SyN iterations with mean squares sampled at 25%: −3.6 s, skeleton −0.004;
+#: * a fixed-image mask at 0.4 mm (body, or bone dilated 1.6 mm): skeleton −0.007/−0.010
+#:   on the micro-CT;
+#: * mean squares at 0.8 mm too (20 SyN iterations there, Mattes only at 1.6 mm): micro-CT
+#:   skeleton 0.929, but RE01 d1 0.925 (−0.011 to SyNQuick) and +6 s; mean squares at
+#:   1.6 mm as well: spleen −0.010, bladder −0.009 on EX01;
+#: * the affine without its third level (shrink 2 again): Dice ±0.001, time within noise.
 CT_AFFINE_STAGE = {
     "transform": "Affine[0.25]",
     "metric": "Mattes[{f},{m},1,32,Regular,0.2]",
@@ -378,7 +399,20 @@ PET_CHECK_SIGMAS_MM = (2.0, 1.0)
 PET_CHECK_MAX_ITERATIONS = 20
 PET_CHECK_MAX_SPREAD_MM = 1.0
 PET_CHECK_TRUST_FRACTION = 0.5
-#: Shared frame, second check: rigid Mattes MI from the identity, the PET against the CT's
+#: Shared frame, second check (numpy, ≈ 0.1 s), where the outline fit is not trusted: the
+#: PET → CT QC metrics of the separate-frame path (qc.pet_ct_metrics) at the identity, on the
+#: check grids (the PET in blocks of about PET_CHECK_VOXEL_MM, the CT's body mask strided to
+#: it and dilated by one voxel, as pet_ct_qc's working-image body). Within qc.PET_CT_THRESHOLDS
+#: no nudge of 1 mm or 3° puts more activity into the body, and every error of 1.5 mm or more
+#: was above the nudge-drop limit in its calibration (see qc.py): the identity is then within
+#: PET_ACTIVITY_CHECK_BOUND_MM. Measured on the demo (1 thread; 0.05–0.1 s of CPU, where the
+#: MI check below took 4–5 s with ``import ants``): the 4 low-count 89Zr scans read f
+#: 0.0017–0.0026 and nudge drop −0.21…−0.10; each with its header moved 1.5, 2 or 3 mm along
+#: ±x, ±y or ±z, nudge drop +0.34…+0.88 (the 11 other scans: −0.09…−0.05, moved ≥ +0.26).
+#: Used only when the tolerance is at least that bound; otherwise, or outside the limits, MI
+#: decides.
+PET_ACTIVITY_CHECK_BOUND_MM = 1.5
+#: Shared frame, third check: rigid Mattes MI from the identity, the PET against the CT's
 #: body (attenuation, bed removed) on the CT strided to about PET_CHECK_VOXEL_MM, two levels.
 #: The full-resolution three-level registration it replaces took 19–22 s on a demo scan.
 #: The refinement's two levels (PET_REFINE_STAGES) with fewer iterations at the first.
@@ -658,12 +692,24 @@ def register_pet_to_ct(
     return {**record, "identity_tolerance_mm": identity_tolerance_mm}
 
 
+def _activity_check(pet_path: Path, ct_path: Path) -> dict:
+    """PET → CT QC metrics (qc.pet_ct_metrics, rounded as pet_ct_qc's) of the identity on the
+    check grids: the PET in blocks of about PET_CHECK_VOXEL_MM against the CT's body mask
+    strided to about that and dilated by one voxel (see PET_ACTIVITY_CHECK_BOUND_MM)."""
+    arr, pet_aff = _pet_check_grid(pet_path)
+    body, ct_aff = _ct_check_grid(ct_path)
+    metrics = qc.pet_ct_metrics(arr, pet_aff, ndimage.binary_dilation(body), ct_aff, np.eye(4))
+    return {k: round(float(v), 5) for k, v in metrics.items()}
+
+
 def _verify_shared_frame(
     pet_path: Path, ct_path: Path, out_affine: Path, random_seed: int, tolerance_mm: float
 ) -> dict:
     """The shared-frame check of register_pet_to_ct: the PET's outline fitted to the CT's
     body (fit_pet_outline); where that cannot be trusted to be well within ``tolerance_mm``
-    (PET_CHECK_MAX_SPREAD_MM, PET_CHECK_TRUST_FRACTION), rigid MI from the identity decides."""
+    (PET_CHECK_MAX_SPREAD_MM, PET_CHECK_TRUST_FRACTION), the PET's activity against the CT's
+    body (_activity_check, PET_ACTIVITY_CHECK_BOUND_MM); where that does not show the identity
+    within the tolerance either, rigid MI from the identity decides."""
     fit = fit_pet_outline(pet_path, ct_path)
     outline = {
         "outline_fit_rms_displacement_mm": round(fit["rms_mm"], 4),
@@ -683,6 +729,24 @@ def _verify_shared_frame(
             "pet_ct_qc_flags": [],
             **outline,
         }
+    if tolerance_mm >= PET_ACTIVITY_CHECK_BOUND_MM:
+        metrics = _activity_check(pet_path, ct_path)
+        if not qc.pet_ct_flags(metrics):
+            write_identity_transform(out_affine)
+            return {
+                "method": "identity (shared FrameOfReferenceUID, verified)",
+                "identity_check": "PET activity within the CT body, no nudge puts more in",
+                "identity_rejected": False,
+                # No rigid fit decided: the activity check bounds the error instead.
+                "rigid_rms_displacement_mm": None,
+                "rigid_max_displacement_mm": None,
+                "activity_check_bound_mm": PET_ACTIVITY_CHECK_BOUND_MM,
+                "activity_check": metrics,
+                "activity_check_thresholds": dict(qc.PET_CT_THRESHOLDS),
+                "identity_tolerance_mm": tolerance_mm,
+                "pet_ct_qc_flags": [],
+                **outline,
+            }
     ants = _ants()
     moving = pet_volume(pet_path)
     fixed = _ct_check_image(ct_path)
@@ -872,9 +936,9 @@ _WARP_SLAB_POINTS = 2_000_000
 def _chain_steps(transforms: list[Path], invert: list[bool]) -> list | None:
     """The transform chain as numpy steps, in the order a point goes through them (ANTs'
     order: the first transform listed is applied to the fixed point first): ("linear",
-    4 × 4 LPS matrix) or ("field", (grid shape, the displacement's 3 components, LPS mm,
-    each raveled, float32), LPS → index 4 × 4 matrix). None when a step is not one of these
-    (an inverted displacement field)."""
+    4 × 4 LPS matrix) or ("field", (grid shape, the displacements (n_voxels × 3, LPS mm,
+    float32: a voxel's 3 components side by side, read together), LPS → index 4 × 4
+    matrix). None when a step is not one of these (an inverted displacement field)."""
     steps = []
     for t, inv in zip(transforms, invert, strict=True):
         name = str(t)
@@ -885,9 +949,9 @@ def _chain_steps(transforms: list[Path], invert: list[bool]) -> list | None:
             if len(img.shape) != 5 or img.shape[3:] != (1, 3):
                 return None
             field = np.asarray(img.dataobj, dtype=np.float32)[:, :, :, 0, :]
-            components = tuple(np.ascontiguousarray(field[..., c]).ravel() for c in range(3))
+            table = np.ascontiguousarray(field).reshape(-1, 3)
             to_index = np.linalg.inv(_lps_affine(img.affine))
-            steps.append(("field", (field.shape[:3], components), to_index))
+            steps.append(("field", (field.shape[:3], table), to_index))
         else:
             m = _linear_transform_lps(Path(name))
             steps.append(("linear", np.linalg.inv(m) if inv else m))
@@ -904,31 +968,31 @@ def _lps_affine(affine: np.ndarray) -> np.ndarray:
 def _displacement_at(field: tuple, idx: np.ndarray) -> np.ndarray:
     """A displacement field interpolated linearly at continuous indices ``idx`` (3, n), as
     ITK's DisplacementFieldTransform does: within half a voxel beyond the grid the edge
-    voxels are repeated, further out the displacement is 0. ``field``: (grid shape, its 3
-    components each raveled, float32). Returns (3, n) float64 (mm)."""
-    shape, components = field
+    voxels are repeated, further out the displacement is 0. ``field``: (grid shape, its
+    displacements, n_voxels × 3 float32). Returns (3, n) float64 (mm)."""
+    shape, table = field
     n = np.array(shape)[:, None]
     inside = np.all((idx >= -0.5) & (idx < n - 0.5), axis=0)
     pos = np.clip(idx, 0.0, n - 1.0)
     # Lower corner, so that the upper one (+1) is on the grid (frac 1 at the far edge);
     # truncation is floor here, pos being ≥ 0.
     base = np.minimum(pos.astype(np.intp), np.maximum(n - 2, 0))
-    fx, fy, fz = (pos - base).astype(np.float32)
+    fx, fy, fz = (pos - base).astype(np.float32)[:, :, None]
     sx, sy = shape[1] * shape[2], shape[2]
     dx, dy, dz = (int(shape[0] > 1) * sx, int(shape[1] > 1) * sy, int(shape[2] > 1))
     lin = base[0] * sx + base[1] * sy + base[2]
     del pos, base
+    # The 8 corners' displacements, (n, 3) each: one gather per corner for all 3 components.
+    v = [
+        np.take(table, lin + (ox * dx + oy * dy + oz * dz), axis=0)
+        for ox in (0, 1)
+        for oy in (0, 1)
+        for oz in (0, 1)
+    ]
+    z = [v[k] + (v[k + 1] - v[k]) * fz for k in (0, 2, 4, 6)]
+    y = [z[0] + (z[1] - z[0]) * fy, z[2] + (z[3] - z[2]) * fy]
     out = np.empty((3, idx.shape[1]))
-    for c, f in enumerate(components):
-        v = [
-            f[lin + (ox * dx + oy * dy + oz * dz)]
-            for ox in (0, 1)
-            for oy in (0, 1)
-            for oz in (0, 1)
-        ]
-        z = [v[k] + (v[k + 1] - v[k]) * fz for k in (0, 2, 4, 6)]
-        y = [z[0] + (z[1] - z[0]) * fy, z[2] + (z[3] - z[2]) * fy]
-        out[c] = y[0] + (y[1] - y[0]) * fx
+    out[:] = (y[0] + (y[1] - y[0]) * fx).T
     out[:, ~inside] = 0.0
     return out
 
@@ -987,45 +1051,76 @@ def _generic_label(padded: np.ndarray, uniform: np.ndarray, idx: np.ndarray) -> 
 
 
 #: warp_labels carries the transform chain first to the corners of cells of this many CT
-#: voxels per edge; a cell whose corners all land deep inside one label of the atlas
-#: (_UNIFORM_RADIUS) takes that label whole, the rest are resampled voxel by voxel. Air and
-#: organ interiors (most of a CT's box) then cost nothing per voxel.
+#: voxels per edge; a cell whose corners' images span a box of the atlas that holds one
+#: label alone (_uniform_cells) takes that label whole, the rest are resampled voxel by
+#: voxel. Air and organ interiors (most of a CT's box) then cost nothing per voxel.
 _CELL_VOX = 3
-#: Atlas voxels around a cell's corners that must all hold its label (see _uniform_cells).
-_UNIFORM_RADIUS = 6
+#: Voxels of 0 around the atlas in _change_table: beyond the grid every label is 0.
+_ATLAS_PAD = 2
 
 
-def _uniform_cells(corners: np.ndarray, uniform_label: np.ndarray, pad: int) -> np.ndarray:
+def _change_table(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(``labels`` padded by _ATLAS_PAD zeros, summed-volume table of its voxels whose label
+    differs from their next neighbour along any axis): a box of the padded atlas whose count
+    is 0 holds a single label (the count also compares the box's far faces with the voxels
+    just beyond them, which can only call a uniform box mixed). The table is int32, one
+    larger than the padded atlas along each axis, 0 in its first planes."""
+    z = np.pad(labels, _ATLAS_PAD)
+    change = np.zeros(z.shape, dtype=bool)
+    change[:-1] |= z[:-1] != z[1:]
+    change[:, :-1] |= z[:, :-1] != z[:, 1:]
+    change[:, :, :-1] |= z[:, :, :-1] != z[:, :, 1:]
+    table = np.zeros([n + 1 for n in z.shape], dtype=np.int32)
+    inner = table[1:, 1:, 1:]
+    np.cumsum(change, axis=0, dtype=np.int32, out=inner)
+    del change
+    np.cumsum(inner, axis=1, out=inner)
+    np.cumsum(inner, axis=2, out=inner)
+    return z, table
+
+
+def _uniform_cells(corners: np.ndarray, padded: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Per cell, the label every point in it takes under genericLabel, or 255 when the
     cell must be resampled voxel by voxel. ``corners``: (3, nx, ny, nz) continuous atlas
-    indices of the cell corners (the nodes of the coarse grid); ``uniform_label``: the
-    atlas padded by ``pad`` voxels of 0 on each side, holding a voxel's label where every
-    voxel within _UNIFORM_RADIUS (a cube) has it, 255 elsewhere.
+    indices of the cell corners (the nodes of the coarse grid); ``padded``, ``table``: the
+    atlas's _change_table.
 
     Why this is exact: within a cell, the chain (trilinear displacement fields and affines,
-    smooth on a cell's 0.8 mm scale) maps every point to within half an atlas voxel of the
+    smooth on a cell's 0.6 mm scale) maps every point to within half an atlas voxel of the
     trilinear interpolation of the corners' images, which lies in their convex hull: per
-    axis, within ``spread`` (the corners' range) of every corner. genericLabel at a point
-    reads the 2×2×2 voxels around it (within 1 voxel), and a corner is within 0.5 voxel of
-    its nearest voxel: every voxel read lies within spread + 2 of that voxel, inside the
-    uniform cube when spread + 2 ≤ _UNIFORM_RADIUS."""
-    r = np.rint(corners).astype(np.intp) + pad
-    for a in range(3):
-        np.clip(r[a], 0, uniform_label.shape[a] - 1, out=r[a])
-    value = uniform_label[r[0], r[1], r[2]]
-    cell = value[:-1, :-1, :-1].copy()
-    spread = np.zeros(cell.shape)
+    axis, between the corners' least value c₋ and largest c₊, so every point lands within
+    [c₋ − 0.5, c₊ + 0.5]. genericLabel at a point p reads the voxels floor(p) and
+    floor(p) + 1 along each axis (the edge voxel repeated within half a voxel beyond the
+    grid, 0 further out): all voxels read lie in the box floor(c₋ − 0.5) … floor(c₊ + 0.5)
+    + 1, which, holding one label (0 beyond the atlas), gives every point that label.
+    (The earlier test, a cube of 6 voxels around each corner, gives the same labels with
+    1.9× more voxels resampled one by one: 4.4 M instead of 2.3 M on demo EX02 d3.)"""
+    inner = tuple(slice(0, n - 1) for n in corners.shape[1:])
+    lo, hi = [], []
     for a in range(3):
         c = corners[a]
-        hi = lo = c[:-1, :-1, :-1]
+        c_lo = c_hi = c[inner]
         for corner in range(1, 8):
             o = [(corner >> b) & 1 for b in range(3)]
-            v = value[o[0] :, o[1] :, o[2] :][: cell.shape[0], : cell.shape[1], : cell.shape[2]]
-            cell[v != cell] = 255
-            w = c[o[0] :, o[1] :, o[2] :][: cell.shape[0], : cell.shape[1], : cell.shape[2]]
-            hi, lo = np.maximum(hi, w), np.minimum(lo, w)
-        spread = np.maximum(spread, hi - lo)
-    cell[spread + 2.0 > _UNIFORM_RADIUS] = 255
+            w = c[o[0] :, o[1] :, o[2] :][inner]
+            c_hi, c_lo = np.maximum(c_hi, w), np.minimum(c_lo, w)
+        # Padded-atlas indices; beyond the padding only 0 follows, so clipping into it keeps
+        # the answer (a box wholly outside becomes one voxel of 0).
+        top = padded.shape[a] - 1
+        lo.append(np.clip(np.floor(c_lo - 0.5).astype(np.intp) + _ATLAS_PAD, 0, top))
+        hi.append(np.clip(np.floor(c_hi + 0.5).astype(np.intp) + 1 + _ATLAS_PAD, 0, top) + 1)
+    changes = (
+        table[hi[0], hi[1], hi[2]]
+        - table[lo[0], hi[1], hi[2]]
+        - table[hi[0], lo[1], hi[2]]
+        - table[hi[0], hi[1], lo[2]]
+        + table[lo[0], lo[1], hi[2]]
+        + table[lo[0], hi[1], lo[2]]
+        + table[hi[0], lo[1], lo[2]]
+        - table[lo[0], lo[1], lo[2]]
+    )
+    cell = padded[lo[0], lo[1], lo[2]]
+    cell[changes != 0] = 255
     return cell
 
 
@@ -1045,16 +1140,8 @@ def _warp_labels_numpy(moving: Path, grid_affine: np.ndarray, shape, steps: list
     for corner in range(1, 8):
         o = [(corner >> a) & 1 for a in range(3)]
         uniform &= padded[o[0] : o[0] + m[0], o[1] : o[1] + m[1], o[2] : o[2] + m[2]] == lo
-    pad = _UNIFORM_RADIUS + 2
-    zero_padded = np.pad(labels, pad)
+    zero_padded, table = _change_table(labels)
     del labels
-    size = 2 * _UNIFORM_RADIUS + 1
-    uniform_label = np.where(
-        ndimage.maximum_filter(zero_padded, size) == ndimage.minimum_filter(zero_padded, size),
-        zero_padded,
-        np.uint8(255),
-    ).astype(np.uint8)
-    del zero_padded
     to_moving = np.linalg.inv(_lps_affine(img.affine))
     grid = _lps_affine(grid_affine)
 
@@ -1069,8 +1156,8 @@ def _warp_labels_numpy(moving: Path, grid_affine: np.ndarray, shape, steps: list
         v[-1] += 1
     node_idx = np.stack(np.meshgrid(*nodes, indexing="ij")).reshape(3, -1).astype(float)
     corners = atlas_index(node_idx).reshape(3, *(len(v) for v in nodes))
-    cell = _uniform_cells(corners, uniform_label, pad)
-    del uniform_label
+    cell = _uniform_cells(corners, zero_padded, table)
+    del zero_padded, table
     out = np.repeat(np.repeat(np.repeat(cell, sizes[0], 0), sizes[1], 1), sizes[2], 2)
     plane = int(shape[1]) * int(shape[2])
     per = max(1, _WARP_SLAB_POINTS // plane)
@@ -1088,9 +1175,10 @@ def _warp_labels_numpy(moving: Path, grid_affine: np.ndarray, shape, steps: list
 
 def warp_labels(
     moving_labels: Path, ct_path: Path, transforms: list[Path], invert: list[bool], out_path: Path
-) -> None:
+) -> nib.Nifti1Image:
     """Carry a label map onto a CT's grid with nearest-label interpolation (uint8): ANTs'
-    genericLabel, through the whole transform chain in one resampling.
+    genericLabel, through the whole transform chain in one resampling. Returns the image
+    written to ``out_path`` (for the next step, without reading it back).
 
     Only the CT's body box is resampled; the rest is background. Keeps a 512×512×700
     micro-CT's label map to one uint8 copy in memory. A chain of linear transforms and
@@ -1115,10 +1203,13 @@ def warp_labels(
         )
         del grid
     del steps
-    full = np.zeros(ref.shape[:3], dtype=np.uint8)
+    # Fortran order, a NIfTI file's: written without a transposing copy.
+    full = np.zeros(ref.shape[:3], dtype=np.uint8, order="F")
     full[box] = warped
     del warped
-    atlas.write_nifti_atomic(nib.Nifti1Image(full, ref.affine), Path(out_path))
+    out = nib.Nifti1Image(full, ref.affine)
+    atlas.write_nifti_atomic(out, Path(out_path))
+    return out
 
 
 def _linear_transform_lps(mat: Path) -> np.ndarray:
@@ -1236,10 +1327,90 @@ def _general_codes(lab, terms, shift, xs: slice, yz: tuple[int, int], codes) -> 
     return code
 
 
+def _axis_tables(pet_to_lab: np.ndarray, box: tuple[slice, ...], k: int, shape) -> list:
+    """For an axis-aligned PET → label-box map ``pet_to_lab`` (no off-diagonal terms), per
+    axis the index of the label-box voxel each of the k sub-voxel centres of every PET
+    voxel of ``box`` is nearest to, + 1 (0: beyond the label box, ``shape``): indices into
+    the label box with one plane of 0 added below it along each axis."""
+    offs = (np.arange(k) + 0.5) / k - 0.5
+    out = []
+    for i, s in enumerate(box):
+        axis = (np.arange(s.start, s.stop)[:, None] + offs[None, :]).ravel()
+        # +0.5 so that a floor rounds to the nearest voxel (as _label_counts).
+        c = pet_to_lab[i, i] * axis + (pet_to_lab[i, 3] + 0.5)
+        ok = (c >= 0) & (c < shape[i])
+        out.append(np.where(ok, np.floor(c).astype(np.intp) + 1, 0))
+    return out
+
+
+def _footprint_range(zero_below: np.ndarray, tables: list, k: int):
+    """(least, largest) label (uint8) among the k³ sub-voxel centres of each PET voxel of
+    the box, from the per-axis tables (_axis_tables) into ``zero_below``: one axis at a
+    time, so no k³ array of the whole box is ever made."""
+    first = np.take(zero_below, tables[0], axis=0)
+    lo, hi = _per_voxel(first, 0, k, np.min), _per_voxel(first, 0, k, np.max)
+    del first
+    for axis in (1, 2):
+        lo = _per_voxel(np.take(lo, tables[axis], axis=axis), axis, k, np.min)
+        hi = _per_voxel(np.take(hi, tables[axis], axis=axis), axis, k, np.max)
+    return lo, hi
+
+
+def _per_voxel(values: np.ndarray, axis: int, k: int, reduce) -> np.ndarray:
+    """``reduce`` (np.min, np.max) over each run of k sub-voxels along ``axis``."""
+    split = (*values.shape[:axis], values.shape[axis] // k, k, *values.shape[axis + 1 :])
+    return reduce(values.reshape(split), axis=axis + 1)
+
+
+def _separable_shares(
+    lab: np.ndarray, pet_to_lab: np.ndarray, box, k: int, codes: np.ndarray, present, out, winner
+) -> None:
+    """fractional_masks on axis-aligned grids: fills ``out`` (the fractions of the PET box,
+    [x, y, z, n] float32) and ``winner`` (the label map of the box, uint8), with the values
+    _label_counts gives. A PET voxel whose k³ sub-voxel centres all fall in one label is
+    that label's alone (share 1, exactly k³/k³); only the others, along organ borders, are
+    counted sub-voxel by sub-voxel."""
+    b = [s.stop - s.start for s in box]
+    n_codes = int(codes.max()) + 1
+    zero_below = np.pad(lab, ((1, 0), (1, 0), (1, 0)))
+    tables = _axis_tables(pet_to_lab, box, k, lab.shape)
+    lo, hi = _footprint_range(zero_below, tables, k)
+    whole = codes[lo]
+    whole[lo != hi] = 0
+    ix, iy, iz = np.nonzero(whole)
+    out[ix, iy, iz, whole[ix, iy, iz] - 1] = 1.0
+    winner[...] = np.where(whole > 0, present[np.maximum(whole, 1) - 1], 0)
+    del whole
+    mixed = np.flatnonzero(lo != hi)
+    del lo, hi
+    flat = zero_below.ravel()
+    stride = [zero_below.shape[1] * zero_below.shape[2], zero_below.shape[2], 1]
+    sub = np.arange(k)
+    per = max(1, _SLAB_POINTS // k**3)
+    for v0 in range(0, mixed.size, per):
+        vox = np.unravel_index(mixed[v0 : v0 + per], b)
+        # Flat index (in zero_below) of each voxel's k³ sub-voxel centres, (m, k, k, k).
+        t = [tables[a][k * vox[a][:, None] + sub] * stride[a] for a in range(3)]
+        code = codes[flat[t[0][:, :, None, None] + t[1][:, None, :, None] + t[2][:, None, None, :]]]
+        m = code.shape[0]
+        rows = np.arange(m)[:, None] * n_codes + code.reshape(m, -1)
+        counts = np.bincount(rows.ravel(), minlength=m * n_codes).reshape(m, n_codes)[:, 1:]
+        # float32 as the whole-box path, so that equal shares compare equal: ties go to the
+        # lower label.
+        shares = counts.astype(np.float32)
+        shares /= np.float32(k**3)
+        out[vox] = shares
+        best = shares.max(axis=1)
+        win = np.where(best > 0, present[np.argmax(shares, axis=1)], 0).astype(np.uint8)
+        win[1.0 - shares.sum(axis=1) > best] = 0
+        winner[vox] = win
+
+
 def fractional_masks(
-    labels_ct: Path, pet_path: Path, pet_to_ct: Path, supersampling: int
+    labels_ct: Path | nib.Nifti1Image, pet_path: Path, pet_to_ct: Path, supersampling: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-label fraction of each PET voxel's volume, from the CT-space label map.
+    """Per-label fraction of each PET voxel's volume, from the CT-space label map (a NIfTI
+    path, or the image in memory, as warp_labels returns it).
 
     Each PET voxel is split into ``supersampling``³ sub-voxels; each sub-voxel centre takes
     the label of the CT-grid voxel it falls in (the nearest CT voxel centre, through the
@@ -1253,15 +1424,17 @@ def fractional_masks(
         raise HomingError(f"fractional mask supersampling must be >= 1, not {k}")
     pet = nib.load(str(pet_path))
     shape = pet.shape[:3]
-    lab_img = nib.load(str(labels_ct))
+    lab_img = labels_ct if isinstance(labels_ct, nib.Nifti1Image) else nib.load(str(labels_ct))
     lab = np.asarray(lab_img.dataobj, dtype=np.uint8)
     # Counted plane by plane: bincount works on a 64-bit copy (1.4 GB for a micro-CT).
     counts = np.zeros(256, dtype=np.int64)
     for plane in lab:
         counts += np.bincount(plane.ravel(), minlength=256)
     present = np.flatnonzero(counts[1:]) + 1
-    fractions = np.zeros((*shape, len(present)), dtype=np.float32)
-    pet_labels = np.zeros(shape, dtype=np.uint8)
+    # Fortran order, the order of a NIfTI file's voxels: written without a transposing copy
+    # (half the time of writing the 4-D file).
+    fractions = np.zeros((len(present), *shape[::-1]), dtype=np.float32).T
+    pet_labels = np.zeros(shape, dtype=np.uint8, order="F")
     if not len(present):
         return fractions, present, pet_labels
     lbox = qc._bounding_box(lab > 0, margin_vox=1)
@@ -1289,6 +1462,9 @@ def fractional_masks(
     b = [s.stop - s.start for s in box]
     codes = np.zeros(256, dtype=np.int64)
     codes[present] = np.arange(1, len(present) + 1)
+    if not np.any(pet_to_lab[:3, :3] - np.diag(np.diag(pet_to_lab[:3, :3]))):
+        _separable_shares(lab, pet_to_lab, box, k, codes, present, fractions[box], pet_labels[box])
+        return fractions, present, pet_labels
     counts = _label_counts(lab, pet_to_lab, box, k, codes)[:, 1:]
     del lab
     # float32 throughout, so that equal shares compare equal: ties go to the lower label.
