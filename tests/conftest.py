@@ -270,16 +270,23 @@ def snakemake_command(workdir: Path) -> list[str]:
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
+def local_snakemake_command(workdir: Path, configfile: Path | None = None) -> list[str]:
     """Snakemake on the repository's workflow with the local (default) profile."""
     cmd = snakemake_command(workdir) + [
         "--workflow-profile",
         str(REPO / "workflow" / "profiles" / "default"),
     ]
-    if configfile is not None:
-        cmd += ["--configfile", str(configfile)]
+    return cmd + (["--configfile", str(configfile)] if configfile is not None else [])
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None):
+    """Run Snakemake (local_snakemake_command) to its end, output captured."""
     return subprocess.run(
-        cmd + list(args), capture_output=True, text=True, env=SNAKEMAKE_ENV, timeout=3000
+        local_snakemake_command(workdir, configfile) + list(args),
+        capture_output=True,
+        text=True,
+        env=SNAKEMAKE_ENV,
+        timeout=3000,
     )
 
 
@@ -343,14 +350,8 @@ def background_run(name: str, start: Callable[[], BackgroundRun]) -> BackgroundR
 
 def _start_full_run(demo_study: Path, tmp_path_factory) -> BackgroundRun:
     work = tmp_path_factory.mktemp("run")
-    cmd = snakemake_command(work) + [
-        "--workflow-profile",
-        str(REPO / "workflow" / "profiles" / "default"),
-        "--configfile",
-        str(demo_study / "config.yaml"),
-        "--cores",
-        str(min(os.cpu_count() or 1, 2)),
-    ]
+    cmd = local_snakemake_command(work, demo_study / "config.yaml")
+    cmd += ["--cores", str(min(os.cpu_count() or 1, 2))]
     return BackgroundRun(cmd, work, work / "snakemake.log")
 
 

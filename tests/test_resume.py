@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import REPO, SNAKEMAKE_ENV, snakemake, snakemake_command, write_subset
+from .conftest import SNAKEMAKE_ENV, local_snakemake_command, snakemake, write_subset
 
 pytestmark = pytest.mark.workflow
 
@@ -32,14 +32,7 @@ def test_sigkill_then_unlock_resumes_to_the_same_tables(full_run, demo_study, tm
     cfg = write_subset(demo_study, tmp_path / "study", {ANIMAL: SESSIONS})
     work = tmp_path / "work"
     work.mkdir()
-    cmd = snakemake_command(work) + [
-        "--workflow-profile",
-        str(REPO / "workflow" / "profiles" / "default"),
-        "--configfile",
-        str(cfg),
-        "--cores",
-        "2",
-    ]
+    cmd = local_snakemake_command(work, cfg) + ["--cores", "2"]
     # Killed while the registrations run: after both CTs are ingested.
     started = (
         work
