@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import sys
 import tempfile
+import types
 from pathlib import Path
 
 import nibabel as nib
@@ -116,8 +118,41 @@ def set_threads(threads: int) -> None:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(int(threads))
 
 
+#: ANTsPy subpackages Homing never calls. ``import ants`` imports every subpackage eagerly,
+#: and these pull in scikit-learn, statsmodels and matplotlib: 2.2 s of a job's start on
+#: this project's machines, against ~0.9 s without them. ``_ants`` puts an empty module in
+#: their place before the first import; what Homing calls (core, ops, registration, utils)
+#: does not import them.
+UNUSED_ANTS_SUBPACKAGES = (
+    "contrib",
+    "deeplearn",
+    "label",
+    "learn",
+    "math",
+    "plotting",
+    "segmentation",
+)
+
+
+class _UnusedSubpackage(types.ModuleType):
+    """Stands in for an ANTsPy subpackage Homing does not import (UNUSED_ANTS_SUBPACKAGES)."""
+
+    __all__: list[str] = []
+
+    def __getattr__(self, attr: str):
+        raise AttributeError(
+            f"{self.__name__}.{attr}: Homing imports ANTsPy without {self.__name__} "
+            "(registration.UNUSED_ANTS_SUBPACKAGES); import ants before homing to use it"
+        )
+
+
 def _ants():
-    import ants  # imported lazily: heavy, and only registration needs it
+    """ANTsPy, imported on first use (heavy, and only registration needs it), without the
+    subpackages in UNUSED_ANTS_SUBPACKAGES unless something imported ants whole first."""
+    if "ants" not in sys.modules:
+        for sub in UNUSED_ANTS_SUBPACKAGES:
+            sys.modules.setdefault(f"ants.{sub}", _UnusedSubpackage(f"ants.{sub}"))
+    import ants
 
     return ants
 
