@@ -87,6 +87,24 @@ EXPECTED_COLUMN = {
 }
 
 
+def organ_interior(labels: np.ndarray, label: int, voxel_mm: float, depth_mm: float):
+    """uint8 mask of the voxels of ``label`` at least ``depth_mm`` (mm) from any other label
+    on an isotropic grid of ``voxel_mm``. The distance transform runs in the organ's box
+    widened by one voxel: every voxel outside the organ's box is background, and the nearest
+    one to an inside voxel is on that widened box's faces, so the distances are those of the
+    whole grid (and the transform costs a tenth)."""
+    mask = labels == label
+    inner = np.zeros(labels.shape, dtype=np.uint8)
+    if not mask.any():
+        return inner
+    box = tuple(
+        slice(max(0, int(i.min()) - 1), min(n, int(i.max()) + 2))
+        for i, n in zip(np.nonzero(mask), labels.shape, strict=True)
+    )
+    inner[box] = ndimage.distance_transform_edt(mask[box]) * voxel_mm >= depth_mm
+    return inner
+
+
 def check_pet_against_truth(study: Path, animal: str, session: str, organs_truth, scans_truth):
     """Organ-interior means of the PET (pydicom only) against the truth, in the convention
     the DICOM declares. Returns {organ: measured / truth}."""
@@ -111,9 +129,8 @@ def check_pet_against_truth(study: Path, animal: str, session: str, organs_truth
     for organ, row in t.iterrows():
         if row.volume_ml < 0.3:
             continue
-        mask = labels == int(row.label)
-        inner = ndimage.distance_transform_edt(mask) * voxel_mm >= depth_mm
-        at_pet = ndimage.map_coordinates(inner.astype(np.uint8), src, order=0).reshape(pet.shape)
+        inner = organ_interior(labels, int(row.label), voxel_mm, depth_mm)
+        at_pet = ndimage.map_coordinates(inner, src, order=0).reshape(pet.shape)
         if at_pet.sum() < 30:
             continue
         ratio = pet[at_pet > 0].mean() / row[EXPECTED_COLUMN[scan.dicom_decay_correction]]

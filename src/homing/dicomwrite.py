@@ -56,6 +56,8 @@ from pathlib import Path
 import numpy as np
 from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import correct_ambiguous_vr, write_data_element, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
@@ -548,6 +550,46 @@ def _set_pixels(ds: Dataset, stored_ij: np.ndarray) -> None:
 # --------------------------------------------------------------------------- writing
 
 
+class _SeriesEncoder:
+    """Encodes the datasets of one series as Explicit VR Little Endian Part 10 files, byte for
+    byte as pydicom's ``dcmwrite(..., enforce_file_format=True)`` does, reusing the encoded
+    bytes of every top-level element equal to the previous file's.
+
+    Why: the slices of a series share all but a handful of their ~80 elements, and pydicom
+    encodes each element anew for every file: ~7 ms a file, most of the simulator's time
+    (2,130 files per demo animal). Equality is checked on the element (tag, VR, value) and
+    the character set, so a changed value is always encoded afresh.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict = {}
+
+    def encode(self, ds: Dataset) -> bytes:
+        """The Part 10 file of ``ds`` (preamble, DICM, file meta, data set) as bytes."""
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        fp.write(ds.preamble)
+        fp.write(b"DICM")
+        write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+        ds = correct_ambiguous_vr(ds, True)  # as pydicom's write_dataset does
+        charset = ds.get("SpecificCharacterSet", "iso8859")
+        charset_key = tuple(charset) if isinstance(charset, list) else charset
+        for tag in sorted(ds.keys()):
+            if tag.element == 0 and tag.group > 6:
+                continue  # retired group lengths are not written (PS3.5 7.2)
+            elem = ds[tag]
+            hit = self._cache.get(tag)
+            if hit is not None and hit[1] == charset_key and hit[0] == elem:
+                fp.write(hit[2])
+                continue
+            start = fp.tell()
+            write_data_element(fp, elem, charset)
+            if elem.VR not in ("OB", "OW"):  # pixel data: large, and never repeats
+                fp.seek(start)
+                self._cache[tag] = (elem, charset_key, fp.read())
+        return fp.getvalue()
+
+
 def _write_atomically(
     folder: Path, datasets: Iterable[Dataset], count: int | None = None
 ) -> list[Path]:
@@ -581,8 +623,9 @@ def _write_atomically(
     os.mkdir(tmp)
     old: Path | None = None
     try:
+        encoder = _SeriesEncoder()
         for name, ds in zip(names, datasets, strict=True):
-            ds.save_as(tmp / name, enforce_file_format=True)
+            (tmp / name).write_bytes(encoder.encode(ds))
         if folder.exists():
             old = parent / f".{folder.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
             os.replace(folder, old)
