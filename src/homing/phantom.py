@@ -355,19 +355,33 @@ def deform_labels(
         if field_mm is not None:
             diag = np.diag(grid_to_field)[:3]
             offset = grid_to_field[:3, 3] + diag * np.array([0, 0, k0])
-            u = np.stack(
-                [
-                    ndimage.affine_transform(
-                        c, np.diag(diag), offset, (grid.shape[0], grid.shape[1], k1 - k0),
-                        order=1, mode="nearest",
-                    ).ravel()
-                    for c in field_mm
-                ]
-            )  # fmt: skip
+            axes = [
+                diag[a] * np.arange(n) + offset[a]
+                for a, n in enumerate((grid.shape[0], grid.shape[1], k1 - k0))
+            ]
+            u = np.stack([_trilinear_on_axes(c, axes).ravel() for c in field_mm])
             src += np.linalg.inv(labels_affine)[:3, :3] @ u
         vals = ndimage.map_coordinates(labels, src, order=0, mode="constant", cval=0)
         out[:, :, k0:k1] = vals.reshape(grid.shape[0], grid.shape[1], k1 - k0)
     return out, grid.affine
+
+
+def _trilinear_on_axes(values: np.ndarray, axes: list[np.ndarray]) -> np.ndarray:
+    """``values`` (a 3-D array) linearly interpolated at the grid of index coordinates
+    ``axes[0] × axes[1] × axes[2]``, coordinates beyond the array clamped to its edge:
+    ``ndimage.affine_transform(..., order=1, mode="nearest")`` with a diagonal matrix, done
+    one axis at a time (trilinear interpolation is separable), which for a coarse field
+    brought onto a fine grid costs a few array operations instead of one 8-point
+    interpolation per fine voxel (a third of the simulator's time before)."""
+    out = np.asarray(values, dtype=float)
+    for axis, coords in enumerate(axes):
+        n = out.shape[axis]
+        x = np.clip(coords, 0.0, n - 1.0)
+        lo = np.minimum(np.floor(x).astype(np.intp), max(n - 2, 0))
+        hi = np.minimum(lo + 1, n - 1)
+        w = (x - lo).reshape([-1 if a == axis else 1 for a in range(3)])
+        out = np.take(out, lo, axis=axis) * (1.0 - w) + np.take(out, hi, axis=axis) * w
+    return out
 
 
 #: Subcutaneous sites: (side along RAS x, organ whose centroid gives the cranio-caudal level).
