@@ -99,7 +99,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="homing-bench-demo-"))
     demo = Path(args.demo) if args.demo else scratch / "demo"
     if not (demo / "config.yaml").is_file():
-        from homing import simulate
+        from homing.sim import simulate
 
         t0 = time.perf_counter()
         simulate.simulate("demo", demo, args.atlas)

@@ -103,7 +103,7 @@ def main() -> None:
         if args.demo:
             demo = Path(args.demo)
         else:
-            from homing import simulate
+            from homing.sim import simulate
 
             demo = work / "demo"
             print("generating demo mouse EX01 ...", file=sys.stderr)

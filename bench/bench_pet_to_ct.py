@@ -36,7 +36,8 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from homing import ingest, masks, pipeline, registration, simulate  # noqa: E402
+from homing import ingest, masks, pipeline, registration  # noqa: E402
+from homing.sim import simulate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -32,8 +32,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from homing import atlas, ingest, registration, simulate
+from homing import atlas, ingest, registration
 from homing.qc import dice
+from homing.sim import simulate
 
 REPO = Path(__file__).resolve().parents[1]
 ORGANS = ["liver", "lungs", "heart", "kidneys", "skeleton", "spleen", "stomach", "bladder"]

@@ -35,7 +35,7 @@ def main() -> None:
     for name in args.designs:
         out = Path(tempfile.mkdtemp(prefix=f"homing-sim-{name}-")) / "study"
         code = (
-            "from homing import simulate; "
+            "from homing.sim import simulate; "
             f"simulate.simulate({name!r}, {str(out)!r}, {args.atlas!r}, jobs={args.jobs})"
         )
         start = time.perf_counter()

@@ -60,7 +60,7 @@ def main() -> None:
             (
                 "simulate demo design (5 mice x 3 sessions)",
                 *run_stage(
-                    "from homing import simulate; "
+                    "from homing.sim import simulate; "
                     f"simulate.simulate('demo', {str(demo_dir)!r}, {args.atlas!r})"
                 ),
             )

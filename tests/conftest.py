@@ -163,7 +163,7 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session")
 def demo_study(tmp_path_factory, digimouse_json) -> Path:
     """The full demo study, generated once per test session (under a minute)."""
-    from homing import simulate
+    from homing.sim import simulate
 
     out = tmp_path_factory.mktemp("demo") / "demo"
     simulate.simulate("demo", out, digimouse_json)
@@ -221,7 +221,7 @@ def small_study(demo_study, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def quirks_study(tmp_path_factory, digimouse_json) -> Path:
     """The simulator's `quirks` design (every scanner metadata variant), once per session."""
-    from homing import simulate
+    from homing.sim import simulate
 
     out = tmp_path_factory.mktemp("quirks") / "quirks"
     simulate.simulate("quirks", out, digimouse_json)

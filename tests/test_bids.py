@@ -26,8 +26,8 @@ import pydicom
 import pytest
 
 from homing import __version__, pipeline
-from homing.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 from homing.ingest import emission_sidecar, ingest, write_volume
+from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 
 from .conftest import REPO, missing_data
 

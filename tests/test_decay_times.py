@@ -22,7 +22,6 @@ import pytest
 
 from homing import HomingError
 from homing.decay import decay_factor, on_one_clock, seconds_between
-from homing.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 from homing.ingest import ingest, write_volume
 from homing.nuclides import lookup
 from homing.quantify import (
@@ -31,6 +30,7 @@ from homing.quantify import (
     scan_columns,
     to_injection_factor,
 )
+from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 
 F18 = lookup("18F").half_life_s
 ZR89 = lookup("89Zr").half_life_s

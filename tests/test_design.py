@@ -1,4 +1,4 @@
-"""Tests for loading, validating and completing simulated study designs (homing.simulate)."""
+"""Tests for loading, validating and completing simulated study designs (homing.sim.simulate)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 import pytest
 import yaml
 
-from homing import HomingError, cli, simulate
+from homing import HomingError, cli
+from homing.sim import simulate
 
 SHIPPED = ("demo", "hard", "quirks", "microct")
 DICOM_KEYS = {
@@ -560,7 +561,7 @@ def test_impossible_fractions_are_rejected_at_load(tmp_path, change, key):
         msg = str(exc)
     assert msg is not None, (
         f"BUG: load_design accepted an impossible {key} (see test); simulate() only fails "
-        "later in homing.kinetics with a message naming neither file nor key"
+        "later in homing.sim.kinetics with a message naming neither file nor key"
     )
     assert str(path) in msg and key in msg, msg
 

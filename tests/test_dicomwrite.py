@@ -1,4 +1,4 @@
-"""Tests for homing.dicomwrite, read back with plain pydicom only (no Homing reader)."""
+"""Tests for homing.sim.dicomwrite, read back with plain pydicom only (no Homing reader)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from homing import dicomwrite
-from homing.dicomwrite import (
+from homing.nuclides import NUCLIDES
+from homing.sim import dicomwrite
+from homing.sim.dicomwrite import (
     PetMeta,
     SeriesMeta,
     enhanced_frame_order,
@@ -21,7 +22,6 @@ from homing.dicomwrite import (
     write_ct_series,
     write_pet_series,
 )
-from homing.nuclides import NUCLIDES
 
 SHAPE = (20, 24, 10)
 

@@ -28,7 +28,7 @@ def _compressed_copy(src: Path, dst: Path, syntax) -> Path:
 
 @pytest.mark.parametrize("syntax", [RLELossless, DeflatedExplicitVRLittleEndian, JPEG2000Lossless])
 def test_compressed_series_ingests_identically(tmp_path, syntax):
-    from homing.dicomwrite import write_pet_series
+    from homing.sim.dicomwrite import write_pet_series
 
     plain = tmp_path / "plain"
     affine = np.diag([0.4, 0.4, 0.4, 1.0])
@@ -46,7 +46,7 @@ def test_compressed_series_ingests_identically(tmp_path, syntax):
 
 
 def test_truncated_compressed_file_is_named(tmp_path):
-    from homing.dicomwrite import write_pet_series
+    from homing.sim.dicomwrite import write_pet_series
 
     plain = tmp_path / "plain"
     write_pet_series(plain, _pet_volume(), np.diag([0.4, 0.4, 0.4, 1.0]), _series(), _pet())

@@ -15,8 +15,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from homing import HomingError
-from homing.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 from homing.ingest import Volume, ingest, write_volume
+from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 
 SHAPE = (12, 10, 8)
 #: Axes flipped in x and z, so the LPS -> RAS handling and the slice order both matter.

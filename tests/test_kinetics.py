@@ -1,4 +1,4 @@
-"""Tests for homing.kinetics against closed-form solutions of small compartment models."""
+"""Tests for homing.sim.kinetics against closed-form solutions of small compartment models."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from homing import HomingError
-from homing.kinetics import CellModel, LabelFate, from_design, solve, tracer_distribution
+from homing.sim.kinetics import CellModel, LabelFate, from_design, solve, tracer_distribution
 
 TIMES = [0.0, 0.5, 3.0, 24.0, 170.0]
 TOL = dict(rel=1e-9, abs=1e-12)
@@ -343,7 +343,7 @@ def test_tracer_uptake_over_one_raises():
 
 
 def test_smooth_warp_has_the_asked_peak_and_stays_invertible():
-    from homing import phantom
+    from homing.sim import phantom
 
     rng = np.random.default_rng(3)
     field, aff = phantom.smooth_displacement(rng, np.zeros(3), np.array([20.0, 10, 40]), 1.0, 8.0)

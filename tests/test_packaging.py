@@ -4,6 +4,8 @@ start and CI entry point."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -223,3 +225,20 @@ def test_ci_runs_test_sh():
         if re.match(r"^\s*(exec\s+)?\./test\.sh(\s|$)", line) and not line.lstrip().startswith("#")
     ]
     assert calls, ".ci/run does not call ./test.sh"
+
+
+def test_the_workflow_never_imports_the_simulator():
+    """homing.sim (simulator, phantom, kinetics, DICOM writer) is for tests, benchmarks and
+    ``homing simulate``: no module the workflow runs may pull it in."""
+    product = [
+        f"homing.{p.stem}" for p in (REPO / "src" / "homing").glob("*.py") if p.stem != "__init__"
+    ]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {product!r}: importlib.import_module(name)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('homing.sim')))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout
+    assert len(product) >= 10, product

@@ -15,7 +15,8 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from homing import masks, phantom, simulate
+from homing import masks
+from homing.sim import phantom, simulate
 
 from .conftest import REPO
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from homing import HomingError, atlas, roi, simulate
+from homing import HomingError, atlas, roi
 
 #: The pinned public source of the atlas (also the default in config/config.yaml; a test
 #: keeps the two equal).
@@ -25,6 +25,8 @@ def _atlas_source(local: str | None, cache_dir: Path) -> Path:
 
 
 def _simulate(design_arg: str, outdir: Path, atlas_arg, seed, force: bool, jobs) -> None:
+    from homing.sim import simulate  # the simulator only for the commands that simulate
+
     design = simulate.load_design(simulate.design_path(design_arg))
     if seed is not None:
         design["seed"] = seed

@@ -15,7 +15,7 @@ who is scanned when, with which cells, label or reporter tracer and scanner. Fro
 Anatomy: the Digimouse labels under a per-animal scale and smooth random warp (plus an optional
 subcutaneous tumour), then a per-session rigid pose and bed offset; the CT covers the body or
 a scanner-sized field of view (``ct_matrix``), optionally with the animal bed. Biology:
-:mod:`homing.kinetics`. Imaging: :mod:`homing.phantom`.
+:mod:`homing.sim.kinetics`. Imaging: :mod:`homing.sim.phantom`.
 """
 
 from __future__ import annotations
@@ -39,15 +39,22 @@ import pydicom.config
 import yaml
 from scipy import ndimage
 
-from homing import HomingError, kinetics, phantom
+from homing import HomingError
 from homing.atlas import ORGANS, Organ, canonical_labels, decode_digimouse_json
 from homing.decay import activity_per_cell_bq, decay_factor, seconds_between
-from homing.dicomwrite import PetMeta, SeriesMeta, make_uid, write_ct_series, write_pet_series
 from homing.nuclides import lookup
+from homing.sim import kinetics, phantom
+from homing.sim.dicomwrite import (
+    PetMeta,
+    SeriesMeta,
+    make_uid,
+    write_ct_series,
+    write_pet_series,
+)
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "design.schema.yaml"
 #: Example designs shipped with the repository (resources/designs/*.yaml).
-DESIGNS_DIR = Path(__file__).resolve().parents[2] / "resources" / "designs"
+DESIGNS_DIR = Path(__file__).resolve().parents[3] / "resources" / "designs"
 DATETIME_FMT = "%Y-%m-%dT%H:%M:%S"
 
 TUMOUR = Organ(22, "tumour", "subcutaneous tumour (simulated, not in the atlas)", 45.0, "soft")
