@@ -1,4 +1,4 @@
-"""Tests for homing.decay and homing.nuclides against analytic values and DOMAIN.md §2."""
+"""Tests for homing.core.decay and homing.core.nuclides against analytic values and DOMAIN.md §2."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from homing import HomingError
-from homing.decay import correct_to, decay_activity, decay_factor, seconds_between
-from homing.nuclides import NUCLIDES, lookup
+from homing.core.decay import correct_to, decay_activity, decay_factor, seconds_between
+from homing.core.nuclides import NUCLIDES, lookup
 
 MIN, HOUR, DAY = 60.0, 3600.0, 86400.0
 

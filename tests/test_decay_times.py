@@ -5,7 +5,7 @@
 * 5: an uncorrected (NONE) multi-bed image holds each bed at its own acquisition time; the
   correction to injection is per slice, applied voxel-wise before the organ means.
 * 6: sheet times with or without a UTC offset against DICOM times with or without
-  TimezoneOffsetFromUTC follow one rule (homing.decay.on_one_clock), across midnight too.
+  TimezoneOffsetFromUTC follow one rule (homing.core.decay.on_one_clock), across midnight too.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import pydicom
 import pytest
 
 from homing import HomingError
-from homing.decay import decay_factor, on_one_clock, seconds_between
+from homing.core.decay import decay_factor, on_one_clock, seconds_between
+from homing.core.nuclides import lookup
 from homing.ingest import ingest, write_volume
-from homing.nuclides import lookup
 from homing.quantify import (
     label_equivalent_cells_per_bq,
     organ_table,

@@ -12,7 +12,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from homing.nuclides import NUCLIDES
+from homing.core.nuclides import NUCLIDES
 from homing.sim import dicomwrite
 from homing.sim.dicomwrite import (
     PetMeta,

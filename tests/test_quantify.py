@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from homing import HomingError
-from homing.nuclides import lookup
+from homing.core.nuclides import lookup
 from homing.quantify import (
     combine_sessions,
     label_equivalent_cells_per_bq,

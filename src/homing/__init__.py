@@ -5,6 +5,6 @@ The package holds all science and I/O; the Snakemake workflow only wires it toge
 
 __version__ = "0.1.0"
 
+from homing.core.errors import HomingError  # noqa: E402  (after __version__, which it may need)
 
-class HomingError(Exception):
-    """An error in the user's input that Homing can explain: names file, field and fix."""
+__all__ = ["HomingError", "__version__"]

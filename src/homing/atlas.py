@@ -12,9 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from homing import HomingError
+from homing.core import io
 
 # pandas is imported where a table is made: jobs that only write images (pet_to_ct) are
 # spared its import (≈ 0.3 s of CPU).
@@ -92,11 +91,7 @@ def fetch_source(url: str, sha256: str, dest: Path, local_path: str | None = Non
     and nothing is left at ``dest``.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".fetch-")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with io.atomic_path(dest) as tmp:  # a file that fails its checksum never lands at dest
         if local_path:
             src = Path(local_path)
             if not src.is_file():
@@ -124,10 +119,6 @@ def fetch_source(url: str, sha256: str, dest: Path, local_path: str | None = Non
                 "Point atlas.local_path at an unmodified copy of digimouse.json, or set it to "
                 '"" to download the pinned release'
             )
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dest
 
 
@@ -213,33 +204,7 @@ def build_atlas(source_json: Path, out_dir: Path) -> dict[str, Path]:
         "labels": out_dir / "labels.nii.gz",
         "table": out_dir / "labels.tsv",
     }
-    write_nifti_atomic(nib.Nifti1Image(template, labels_img.affine), paths["template"])
-    write_nifti_atomic(labels_img, paths["labels"])
-    write_tsv_atomic(label_table(labels, ATLAS_VOXEL_MM), paths["table"])
+    io.write_nifti(nib.Nifti1Image(template, labels_img.affine), paths["template"])
+    io.write_nifti(labels_img, paths["labels"])
+    io.write_tsv(label_table(labels, ATLAS_VOXEL_MM), paths["table"])
     return paths
-
-
-def load_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 labels, RAS affine) from a label NIfTI."""
-    img = nib.load(str(path))
-    return np.asarray(img.dataobj).astype(np.uint8), img.affine
-
-
-def write_nifti_atomic(img: nib.Nifti1Image, path: Path) -> None:
-    """Save a NIfTI through a temp file so a crash never leaves a complete-looking file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.set_qform(img.affine, code=1)
-    img.set_sform(img.affine, code=1)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(img, str(tmp))
-    os.replace(tmp, path)
-
-
-def write_tsv_atomic(df: pd.DataFrame, path: Path) -> None:
-    """Save a table as TSV through a temp file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    os.replace(tmp, path)

@@ -12,8 +12,8 @@ import re
 from datetime import datetime
 
 from homing import HomingError
-from homing.decay import activity_per_cell_bq, on_one_clock, seconds_between
-from homing.nuclides import lookup
+from homing.core.decay import activity_per_cell_bq, on_one_clock, seconds_between
+from homing.core.nuclides import lookup
 from homing.quantify import animal_time, images_the_label
 
 
@@ -63,7 +63,7 @@ def _check_times(sidecar: dict, animal: dict, ex_vivo: bool, tolerances: dict, w
     infusion = animal.get("infusion_datetime")
     if not _given(infusion):
         return []
-    # Sheet and scanner times on one clock (homing.decay.on_one_clock).
+    # Sheet and scanner times on one clock (homing.core.decay.on_one_clock).
     infused, scan_start = animal_time(
         animal, "infusion_datetime", datetime.fromisoformat(sidecar["ScanStartDateTime"])
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -10,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from homing.core import io  # noqa: E402
 
 
 def tac_time_axis(table: pd.DataFrame) -> tuple[str, str]:
@@ -56,12 +57,9 @@ def tac_figure(table: pd.DataFrame, organs: list[str], out_png: Path) -> None:
 
 def save_figure(fig, out_png: Path) -> None:
     """Save a PNG atomically (temp file, then rename) and close the figure."""
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+    with io.atomic_path(out_png) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
-    os.replace(tmp, out_png)
 
 
 def registration_qc_figure(

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import re
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -42,8 +41,9 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 
 from homing import HomingError
-from homing.decay import decay_factor, on_one_clock, seconds_between
-from homing.nuclides import Nuclide, lookup
+from homing.core import io
+from homing.core.decay import decay_factor, on_one_clock, seconds_between
+from homing.core.nuclides import Nuclide, lookup
 
 __all__ = [
     "SCANS_TSV_COLUMNS",
@@ -1303,7 +1303,7 @@ def _dicom_injection(
 
 
 def _as_comparable(dt: datetime, reference: datetime, what: str) -> tuple[datetime, datetime]:
-    """(sheet time, scanner time) on one clock, by :func:`homing.decay.on_one_clock`: a sheet
+    """(sheet time, scanner time) on one clock, by :func:`homing.core.decay.on_one_clock`: a sheet
     time without offset is the scanner's local time; a sheet time with an offset is absolute,
     and a DICOM without TimezoneOffsetFromUTC is then taken to be at that offset."""
     if isinstance(dt, str):
@@ -1517,7 +1517,7 @@ def _injection(
     time), need the time the scanner used. An injection after the scan start is an error
     unless allow_injection_after_scan_start is set.
 
-    Times and time zones (:func:`homing.decay.on_one_clock`): a sheet time without offset is
+    Times and time zones (:func:`homing.core.decay.on_one_clock`): a sheet time without offset is
     the scanner's local time; a sheet time with an offset is absolute, and when the DICOM has
     no TimezoneOffsetFromUTC its times (scan start, DICOM injection) are taken at that offset,
     so the returned scan start may carry the sheet's offset. A DICOM injection time without a
@@ -2204,20 +2204,10 @@ def write_volume(volume: Volume, nifti_path: Path, json_path: Path) -> None:
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units(xyz="mm", t="sec" if data.ndim == 4 else None)
 
-    tag = uuid.uuid4().hex[:8]
-    tmp_nii = nifti_path.with_name(f".tmp-{tag}-{nifti_path.name}")
-    tmp_json = json_path.with_name(f".tmp-{tag}-{json_path.name}")
-    nifti_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    # The inner block ends first: the JSON lands, then the NIfTI.
+    with io.atomic_path(nifti_path) as tmp_nii, io.atomic_path(json_path) as tmp_json:
         nib.save(img, tmp_nii)
         with open(tmp_json, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp_json, json_path)
-        os.replace(tmp_nii, nifti_path)
-    finally:
-        for tmp in (tmp_nii, tmp_json):
-            if tmp.exists():
-                tmp.unlink()

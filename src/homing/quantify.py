@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from homing import HomingError
-from homing.decay import LN2, activity_per_cell_bq, decay_factor, on_one_clock, seconds_between
-from homing.nuclides import lookup
+from homing.core.decay import LN2, activity_per_cell_bq, decay_factor, on_one_clock, seconds_between
+from homing.core.nuclides import lookup
 
 
 def _in_frame(duration_s: float, half_life_s: float) -> float:
@@ -114,7 +114,7 @@ def _as_datetime(value) -> datetime:
 def animal_time(animal: dict, column: str, scanner: datetime) -> tuple[datetime, datetime]:
     """(animals.tsv ``column`` time, scanner time from the sidecar) on one clock.
 
-    By :func:`homing.decay.on_one_clock`: a sheet time without offset is the scanner's local
+    By :func:`homing.core.decay.on_one_clock`: a sheet time without offset is the scanner's local
     time; one with an offset is absolute. When the scanner time has none (no
     TimezoneOffsetFromUTC, no offset in scans.tsv injection_datetime), the offset of the
     animal's sheet times is taken as the scanner's; if those times disagree on their offset

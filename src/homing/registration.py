@@ -21,7 +21,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from homing import HomingError, atlas, masks, qc
+from homing import HomingError, masks, qc
+from homing.core import io
 
 #: Air is 0, water 1, cortical bone ≈ 2–3 in this scale, so that intensity centres of mass
 #: (ANTs' default initialisation) sit at the body, not at the air around it.
@@ -1243,7 +1244,7 @@ def warp_labels(
     full[box] = warped
     del warped
     out = nib.Nifti1Image(full, ref.affine)
-    atlas.write_nifti_atomic(out, Path(out_path))
+    io.write_nifti(out, Path(out_path))
     return out
 
 
@@ -1541,11 +1542,10 @@ def resample_to(
     )
     full = np.zeros(ref.shape[:3], dtype=np.float32)
     full[box] = warped.numpy()
-    atlas.write_nifti_atomic(nib.Nifti1Image(full, ref.affine), Path(out_path))
+    io.write_nifti(nib.Nifti1Image(full, ref.affine), Path(out_path))
 
 
 def _move(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{''.join(dest.suffixes)}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    """Copy a transform ANTs wrote in a temp folder to its output, atomically."""
+    with io.atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)

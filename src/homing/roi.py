@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import pandas as pd
 from scipy import ndimage
 
 from homing import HomingError
+from homing.core import io
 from homing.grid import corner_voxels
 
 #: ROI names become column values and file-name parts: lower-case snake_case.
@@ -324,7 +324,6 @@ def write_threshold_roi(
     import nibabel as nib
 
     from homing import __version__
-    from homing.atlas import write_nifti_atomic
 
     image_path, out_path = Path(image_path), Path(out_path)
     if not out_path.name.endswith(".nii.gz"):
@@ -362,13 +361,9 @@ def write_threshold_roi(
         "volume_ml": n * voxel_ml,
         "homing_version": __version__,
     }
-    side = sidecar_path(out_path)
-    side.parent.mkdir(parents=True, exist_ok=True)
-    tmp = side.with_name(f".{side.name}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
     # Sidecar first, mask last: a complete-looking mask always has its sidecar.
-    os.replace(tmp, side)
+    io.write_json(meta, sidecar_path(out_path), sort_keys=False)
     out = nib.Nifti1Image(mask.astype(np.uint8), img.affine)
     out.header.set_xyzt_units(xyz="mm")
-    write_nifti_atomic(out, out_path)
+    io.write_nifti(out, out_path)
     return meta

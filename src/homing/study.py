@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from homing import HomingError
-from homing.nuclides import lookup
+from homing.core.nuclides import lookup
 
 
 def parse_roi_masks(value, where: str) -> list[tuple[str, Path]]:

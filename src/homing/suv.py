@@ -24,7 +24,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from homing import HomingError
-from homing.decay import decay_factor, seconds_between
+from homing.core.decay import decay_factor, seconds_between
 from homing.ingest import (
     _check_corrected_image,
     _decay_correction,
@@ -261,7 +261,7 @@ def suv_bw_factor(
     Weight: PatientWeight (0010,1030) in kg. Dose: RadionuclideTotalDose (0018,1074) in Bq.
     Injection: :func:`injection_datetime`. Half-life in s: ``half_life_s`` if given, else
     RadionuclideHalfLife (0018,1075) from the header. Homing's ingest uses its nuclide
-    table (:mod:`homing.nuclides`) and checks the header against it; pass
+    table (:mod:`homing.core.nuclides`) and checks the header against it; pass
     ``half_life_s=nuclide.half_life_s`` to do the same here. The header default exists for
     comparing with other tools that read the header.
 

@@ -63,8 +63,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from homing import __version__
-from homing.decay import decay_factor, seconds_between
-from homing.nuclides import Nuclide, lookup
+from homing.core.decay import decay_factor, seconds_between
+from homing.core.nuclides import Nuclide, lookup
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
 PET_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.128")
@@ -214,7 +214,7 @@ class PetMeta:
     """
 
     radiopharmaceutical: str  # e.g. "89Zr-oxine labelled CAR-T cells"
-    nuclide: str  # canonical name for homing.nuclides.lookup, e.g. "89Zr"
+    nuclide: str  # canonical name for homing.core.nuclides.lookup, e.g. "89Zr"
     injected_activity_bq: float  # RadionuclideTotalDose (0018,1074), Bq
     injection_datetime: datetime  # RadiopharmaceuticalStartDateTime / StartTime
     frame_duration_s: float  # written as ActualFrameDuration (0018,1242) in ms

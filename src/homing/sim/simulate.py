@@ -41,8 +41,8 @@ from scipy import ndimage
 
 from homing import HomingError
 from homing.atlas import ORGANS, Organ, canonical_labels, decode_digimouse_json
-from homing.decay import activity_per_cell_bq, decay_factor, seconds_between
-from homing.nuclides import lookup
+from homing.core.decay import activity_per_cell_bq, decay_factor, seconds_between
+from homing.core.nuclides import lookup
 from homing.sim import kinetics, phantom
 from homing.sim.dicomwrite import (
     PetMeta,
