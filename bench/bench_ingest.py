@@ -34,7 +34,7 @@ TARGET_RATIO = 3.0
 HOMING_CODE = """
 import json, sys, time, warnings
 t0 = time.perf_counter()
-from homing.ingest import ingest, write_volume
+from homing.dicom.ingest import ingest, write_volume
 folder, kind, overrides, out = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

@@ -7,13 +7,13 @@
 Simulates one study per seed from a design (default ``hard``: PET and CT on separate
 gantries, 0.8 mm PET voxels, 1.8 mm PSF, low counts), or takes already simulated studies
 (``--study``), ingests every scan's PET and CT, runs the workflow's PET → CT step
-(``pipeline.pet_to_ct``: registration and QC) on each, and
+(``stages.pet_to_ct``: registration and QC) on each, and
 prints one row per scan:
 
 * error: mean distance (mm), over the CT's body (voxel centres of ``masks.body_mask`` on a
   0.8 mm subsample), between where the found and the true transform put each point;
 * QC: ``activity_outside_body_fraction`` and ``activity_outside_body_nudge_drop``
-  (homing.qc.pet_ct_metrics), and whether the scan was flagged;
+  (homing.registration.qc.pet_ct_metrics), and whether the scan was flagged;
 * wall time of the step (s).
 
 The goal: every scan within 1 mm of the truth, or flagged. With ``--workdir`` the studies and
@@ -36,8 +36,10 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from homing import ingest, masks, pipeline, registration  # noqa: E402
+from homing.dicom import ingest
+from homing.registration import masks, register
 from homing.sim import simulate  # noqa: E402
+from homing.workflow import stages  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -48,7 +50,7 @@ POINT_PITCH_MM = 0.8
 def body_points_ras(ct: Path) -> np.ndarray:
     """Voxel centres (RAS mm) of the CT's body mask on a ≈ POINT_PITCH_MM subsample."""
     img = nib.load(str(ct))
-    voxel = registration.voxel_edge_mm(img.affine)
+    voxel = register.voxel_edge_mm(img.affine)
     step = max(1, int(round(POINT_PITCH_MM / voxel)))
     body = masks.body_mask(np.asarray(img.dataobj)[::step, ::step, ::step], voxel * step)
     idx = np.argwhere(body) * step
@@ -58,7 +60,7 @@ def body_points_ras(ct: Path) -> np.ndarray:
 def error_mm(mat: Path, pet_from_ct_ras: np.ndarray, points_ras: np.ndarray) -> float:
     """Mean distance (mm) between where ``mat`` (CT → PET, ITK/LPS) and the true
     ``pet_from_ct_ras`` (RAS) send ``points_ras``."""
-    found = LPS @ registration.transform_matrix_lps(mat) @ LPS
+    found = LPS @ register.transform_matrix_lps(mat) @ LPS
     pts = np.c_[points_ras, np.ones(len(points_ras))].T
     return float(np.linalg.norm((found @ pts - pet_from_ct_ras @ pts)[:3], axis=0).mean())
 
@@ -86,7 +88,7 @@ def bench_study(study: Path, work: Path, threads: int, max_scans: int | None) ->
         out = work / f"{scan.animal_id}_{scan.session_id}"
         ingest_scan(study, scan.animal_id, scan.session_id, out)
         start = time.perf_counter()
-        pipeline.pet_to_ct(
+        stages.pet_to_ct(
             out / "pet.nii.gz",
             out / "pet.json",
             out / "ct.nii.gz",

@@ -32,8 +32,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from homing import atlas, ingest, registration
-from homing.qc import dice
+from homing.dicom import ingest
+from homing.registration import atlas, register
+from homing.registration.qc import dice
 from homing.sim import simulate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,12 +127,12 @@ def main() -> None:
             out = work / animal / s
             timing["atlas"].append(
                 run(
-                    "from homing import pipeline; pipeline.ct_to_atlas("
+                    "from homing.workflow import stages; stages.ct_to_atlas("
                     f"{str(ct[s])!r}, {str(template)!r}, {str(out / 'aff.mat')!r}, "
                     f"{str(out / 'warp.nii.gz')!r}, {v}, 'SyN', 42, {t})"
                 )
             )
-            registration.warp_labels(
+            register.warp_labels(
                 labels, ct[s], [out / "warp.nii.gz", out / "aff.mat"], [False] * 2, out / "i.nii.gz"
             )
             truth = study / "truth" / f"sub-{animal}" / f"ses-{s}" / "labels_ct.nii.gz"
@@ -142,14 +143,14 @@ def main() -> None:
             ref = work / animal / sessions[0]
             timing["reference"].append(
                 run(
-                    "from homing import pipeline; pipeline.ct_to_reference("
+                    "from homing.workflow import stages; stages.ct_to_reference("
                     f"{str(ct[s])!r}, {str(ct[sessions[0]])!r}, {str(out / 'ref_aff.mat')!r}, "
                     f"{str(out / 'rwarp.nii.gz')!r}, {v}, 42, {t})"
                 )
             )
             chain = [out / "rwarp.nii.gz", out / "ref_aff.mat"]
             chain += [ref / "warp.nii.gz", ref / "aff.mat"]
-            registration.warp_labels(labels, ct[s], chain, [False] * 4, out / "l.nii.gz")
+            register.warp_labels(labels, ct[s], chain, [False] * 4, out / "l.nii.gz")
             longi.append((f"{animal}/{s}", scores(out / "l.nii.gz", truth)))
     ct_img = nib.load(work / simulate.animal_ids(design)[0][1] / sessions[0] / "ct.nii.gz")
     print(

@@ -80,48 +80,49 @@ def main() -> None:
     stages = [
         (
             "build atlas",
-            f"from homing import atlas; atlas.build_atlas({args.atlas!r}, {str(atlas_dir)!r})",
+            f"from homing.registration import atlas; "
+            f"atlas.build_atlas({args.atlas!r}, {str(atlas_dir)!r})",
         ),
         (
             "ingest PET (DICOM -> NIfTI)",
-            f"from homing import pipeline; pipeline.ingest_series("
+            f"from homing.workflow import stages; stages.ingest_series("
             f"{str(sub / 'pet')!r}, 'emission', None, {o['pet.nii.gz']!r}, {o['pet.json']!r})",
         ),
         (
             "ingest CT (DICOM -> NIfTI)",
-            f"from homing import pipeline; pipeline.ingest_series("
+            f"from homing.workflow import stages; stages.ingest_series("
             f"{str(sub / 'ct')!r}, 'ct', None, {o['ct.nii.gz']!r}, {o['ct.json']!r})",
         ),
         (
             "ingest reference-session CT",
-            f"from homing import pipeline; pipeline.ingest_series({str(ref_sub / 'ct')!r}, "
+            f"from homing.workflow import stages; stages.ingest_series({str(ref_sub / 'ct')!r}, "
             f"'ct', None, {o['ref_ct.nii.gz']!r}, {o['ref_ct.json']!r})",
         ),
         (
             "PET -> CT (verified identity)",
-            f"from homing import pipeline; pipeline.pet_to_ct({o['pet.nii.gz']!r}, "
+            f"from homing.workflow import stages; stages.pet_to_ct({o['pet.nii.gz']!r}, "
             f"{o['pet.json']!r}, {o['ct.nii.gz']!r}, {o['ct.json']!r}, {o['p2c.mat']!r}, "
             f"{o['p2c.json']!r}, 42, {t}, 2.0)",
         ),
         (
             "PET on the CT grid (on request only)",
-            f"from homing import pipeline; pipeline.pet_on_ct_grid({o['pet.nii.gz']!r}, "
+            f"from homing.workflow import stages; stages.pet_on_ct_grid({o['pet.nii.gz']!r}, "
             f"{o['ct.nii.gz']!r}, {o['p2c.mat']!r}, {o['pet_in_ct.nii.gz']!r})",
         ),
         (
             f"reference CT -> atlas (affine + SyN, {t} thread(s))",
-            f"from homing import pipeline; pipeline.ct_to_atlas({o['ref_ct.nii.gz']!r}, "
+            f"from homing.workflow import stages; stages.ct_to_atlas({o['ref_ct.nii.gz']!r}, "
             f"{str(atlas_dir / 'template.nii.gz')!r}, {o['aff.mat']!r}, {o['warp.nii.gz']!r}, "
             f"0.4, 'SyN', 42, {t})",
         ),
         (
             f"CT -> reference CT (affine + SyN, {t} thread(s))",
-            f"from homing import pipeline; pipeline.ct_to_reference({o['ct.nii.gz']!r}, "
+            f"from homing.workflow import stages; stages.ct_to_reference({o['ct.nii.gz']!r}, "
             f"{o['ref_ct.nii.gz']!r}, {o['ref_aff.mat']!r}, {o['rwarp.nii.gz']!r}, 0.4, 42, {t})",
         ),
         (
             "labels -> CT grid, PET grid, fractional masks",
-            f"from homing import pipeline; pipeline.labels_to_scan("
+            f"from homing.workflow import stages; stages.labels_to_scan("
             f"{str(atlas_dir / 'labels.nii.gz')!r}, {str(atlas_dir / 'labels.tsv')!r}, "
             f"{o['ct.nii.gz']!r}, {o['pet.nii.gz']!r}, {chain!r}, {o['p2c.mat']!r}, None, '', 3, "
             f"{o['lab_ct.nii.gz']!r}, {o['lab_ct.tsv']!r}, {o['lab_pet.nii.gz']!r}, "
@@ -129,7 +130,8 @@ def main() -> None:
         ),
         (
             "registration QC (metrics + figure)",
-            f"from homing import pipeline, qc; pipeline.registration_qc({o['ct.nii.gz']!r}, "
+            "from homing.workflow import stages; from homing.registration import qc; "
+            f"stages.registration_qc({o['ct.nii.gz']!r}, "
             f"{o['lab_ct.nii.gz']!r}, {o['lab_ct.tsv']!r}, "
             f"[{o['rwarp.nii.gz']!r}, {o['warp.nii.gz']!r}], "
             f"[{o['ct.nii.gz']!r}, {o['ref_ct.nii.gz']!r}], qc.DEFAULT_THRESHOLDS, 'bench', "
@@ -137,8 +139,8 @@ def main() -> None:
         ),
         (
             "quantify organs",
-            f"from homing import pipeline; a = {animal}; "
-            f"pipeline.quantify_scan({o['pet.nii.gz']!r}, {o['pet.json']!r}, "
+            f"from homing.workflow import stages; a = {animal}; "
+            f"stages.quantify_scan({o['pet.nii.gz']!r}, {o['pet.json']!r}, "
             f"{o['lab_pet.nii.gz']!r}, {o['lab_ct.nii.gz']!r}, {o['lab_ct.tsv']!r}, "
             f"{o['qc.json']!r}, {o['p2c.json']!r}, "
             f"a[a.animal_id == {a!r}].iloc[0].to_dict(), "

@@ -10,20 +10,20 @@
 and the simulator's true label maps under ``truth/``. Each of ``--scans`` (ANIMAL/SESSION) of
 the demo study is compared, and the first scan of the micro-CT study. On each CT:
 
-* homing: ``pipeline.ct_to_atlas`` exactly as the workflow's rule calls it, with the
+* homing: ``stages.ct_to_atlas`` exactly as the workflow's rule calls it, with the
   ``registration:`` settings of ``config/config.yaml`` (working grid, transform, seed,
   threads);
 * synquick: ``ants.registration(type_of_transform="antsRegistrationSyNQuick[s]")`` (rigid,
   affine, SyN; MI; shrink 8, 4, 2, 1, the finest level skipped) at the CT's native voxel.
 
-Both get the same inputs, ``registration.working_image``: CT and atlas template cropped to
+Both get the same inputs, ``register.working_image``: CT and atlas template cropped to
 the body's box (2 mm margin), as attenuation (HU + 1000) / 1000 clipped to 0–3, with
 everything outside the body (bed, cradle) set to air. Homing then works on its own grid
 (``working_voxel_mm``); SyNQuick gets the CT at its native voxel (0.2 mm demo, 0.195 mm
 micro-CT) and the template at its own (0.2 mm). Every registration runs alone in its own
 process, with one ITK thread; wall time, CPU time (user + sys) and peak memory (VmHWM) are
 those of that process. The atlas labels are then carried onto the CT's grid through each
-result (nearest label, ``registration.warp_labels``) and scored with Dice against the
+result (nearest label, ``register.warp_labels``) and scored with Dice against the
 simulator's true labels.
 
 Results are kept per scan and method in the work folder (``<method>.json``); a second run
@@ -44,7 +44,8 @@ import pandas as pd
 import yaml
 from bench_registration import ORGANS, run_measured, scores
 
-from homing import atlas, ingest, registration
+from homing.dicom import ingest
+from homing.registration import atlas, register
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("homing", "synquick")
@@ -54,7 +55,7 @@ METHODS = ("homing", "synquick")
 SYNQUICK = """
 import shutil, tempfile
 import ants, nibabel as nib
-from homing import registration as r
+from homing.registration import register as r
 r.set_threads(1)
 ct, template, out = {ct!r}, {template!r}, {out!r}
 fixed = r.working_image(ct, r.voxel_edge_mm(nib.load(ct).affine))
@@ -70,7 +71,7 @@ with tempfile.TemporaryDirectory() as tmp:
 
 def homing_code(ct: Path, template: Path, out: Path, reg: dict) -> str:
     return (
-        "from homing import pipeline; pipeline.ct_to_atlas("
+        "from homing.workflow import stages; stages.ct_to_atlas("
         f"{str(ct)!r}, {str(template)!r}, {str(out / 'homing_aff.mat')!r}, "
         f"{str(out / 'homing_warp.nii.gz')!r}, {reg['working_voxel_mm']}, "
         f"{reg['ct_to_atlas_transform']!r}, {reg['random_seed']}, {reg['threads']})"
@@ -102,7 +103,7 @@ def compare(
         code = SYNQUICK.format(ct=str(ct), template=str(template), out=str(out), seed=42)
     wall, cpu, mb = run_measured(code)
     chain = [out / f"{method}_warp.nii.gz", out / f"{method}_aff.mat"]
-    registration.warp_labels(
+    register.warp_labels(
         atlas_files["labels"], ct, chain, [False] * 2, out / f"{method}_labels.nii.gz"
     )
     result = {

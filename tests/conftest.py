@@ -56,9 +56,9 @@ def atlas_source(config: Path = REPO / "config" / "config.yaml") -> tuple[str, s
 def fetch_atlas(shared_copy: Path, cache: Path, url: str, sha256: str) -> Path:
     """digimouse.json: the copy in ../shared if there, else ``cache`` if it holds the pinned
     file, else downloaded now from ``url`` into ``cache`` (sha256-checked by
-    homing.atlas.fetch_source). A failed download is :func:`missing_data`."""
+    homing.registration.atlas.fetch_source). A failed download is :func:`missing_data`."""
     from homing import HomingError
-    from homing.atlas import fetch_source, sha256_of
+    from homing.registration.atlas import fetch_source, sha256_of
 
     if Path(shared_copy).is_file():
         return Path(shared_copy)
@@ -231,7 +231,7 @@ def quirks_study(tmp_path_factory, digimouse_json) -> Path:
 def ingest_to(folder: Path, kind: str, out: Path) -> Path:
     """Ingest a DICOM series to ``out``.nii.gz (+ .json) as the workflow does; a PET without
     PatientWeight (QX01 d5 on purpose) gets a 25 g fallback, which only SUV uses."""
-    from homing import ingest
+    from homing.dicom import ingest
 
     vol = ingest.ingest(folder, kind, {"fallback_body_weight_kg": 0.025} if kind != "ct" else None)
     ingest.write_volume(vol, out.with_suffix(".nii.gz"), out.with_suffix(".json"))
@@ -247,7 +247,7 @@ def separate_frame_scan(quirks_study, tmp_path_factory):
 
     import pandas as pd
 
-    from homing import registration
+    from homing.registration import register
 
     scans = pd.read_csv(quirks_study / "truth" / "scans.tsv", sep="\t", dtype=str)
     row = scans[(scans.animal_id == "QX01") & (scans.session_id == "d5")].iloc[0]
@@ -257,7 +257,7 @@ def separate_frame_scan(quirks_study, tmp_path_factory):
     base = quirks_study / "dicom" / "sub-QX01" / "ses-d5"
     pet = ingest_to(base / "pet", "emission", tmp / "pet")
     ct = ingest_to(base / "ct", "ct", tmp / "ct")
-    record = registration.register_pet_to_ct(pet, ct, False, tmp / "x.mat", 42, 1)
+    record = register.register_pet_to_ct(pet, ct, False, tmp / "x.mat", 42, 1)
     return pet, ct, tmp / "x.mat", record, truth
 
 

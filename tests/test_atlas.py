@@ -6,7 +6,8 @@ import pytest
 import scipy.io
 from scipy import ndimage
 
-from homing import HomingError, atlas
+from homing import HomingError
+from homing.registration import atlas
 
 from .conftest import DIGIMOUSE_JSON, require_data
 

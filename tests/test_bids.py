@@ -25,9 +25,10 @@ import numpy as np
 import pydicom
 import pytest
 
-from homing import __version__, pipeline
-from homing.ingest import emission_sidecar, ingest, write_volume
+from homing import __version__
+from homing.dicom.ingest import emission_sidecar, ingest, write_volume
 from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
+from homing.workflow import stages
 
 from .conftest import REPO, missing_data
 
@@ -288,10 +289,10 @@ def test_enhanced_pet_attenuation_from_its_corrections_module(tmp_path):
 
 def test_dataset_description_is_a_bids_derivative(tmp_path):
     out = tmp_path / "results" / "dataset_description.json"
-    pipeline.bids_dataset_description(out, __version__)
+    stages.bids_dataset_description(out, __version__)
     desc = json.loads(out.read_text())
     assert desc["DatasetType"] == "derivative"
-    assert desc["BIDSVersion"] == pipeline.BIDS_VERSION
+    assert desc["BIDSVersion"] == stages.BIDS_VERSION
     assert desc["GeneratedBy"][0]["Name"] == "Homing"
     assert desc["GeneratedBy"][0]["Version"] == __version__
 
@@ -312,7 +313,7 @@ def test_sidecars_with_and_without_recon_tags_pass_the_validator(bids_validator,
         write_volume(
             vol, stem.with_name(stem.name + ".nii.gz"), stem.with_name(stem.name + ".json")
         )
-    pipeline.bids_dataset_description(results / "dataset_description.json", __version__)
+    stages.bids_dataset_description(results / "dataset_description.json", __version__)
     assert_valid(bids_validator, pet_dataset(results, tmp_path / "bids"))
 
 

@@ -1,4 +1,4 @@
-"""The sheets against the DICOM header (homing.crosscheck): each disagreement beyond the
+"""The sheets against the DICOM header (homing.quant.crosscheck): each disagreement beyond the
 config's tolerance stops the scan with both values or flags its rows."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from homing import HomingError
-from homing.crosscheck import check_scan
+from homing.quant.crosscheck import check_scan
 
 TOLERANCES = {
     "infusion_time_tolerance_min": 10,

@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from homing.ingest import ingest, write_volume
+from homing.dicom.ingest import ingest, write_volume
 
 from .conftest import TCIA_DICOM as TCIA
 

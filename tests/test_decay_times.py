@@ -23,8 +23,8 @@ import pytest
 from homing import HomingError
 from homing.core.decay import decay_factor, on_one_clock, seconds_between
 from homing.core.nuclides import lookup
-from homing.ingest import ingest, write_volume
-from homing.quantify import (
+from homing.dicom.ingest import ingest, write_volume
+from homing.quant.quantify import (
     label_equivalent_cells_per_bq,
     organ_table,
     scan_columns,

@@ -554,7 +554,7 @@ def test_cnts_rules(tmp_path):
 
 
 def test_ingest_reads_writer_philips_factor(tmp_path):
-    from homing.ingest import _philips_factor
+    from homing.dicom.ingest import _philips_factor
 
     files = write_pet_series(
         tmp_path / "pet", _pet_volume() / CNTS_FACTOR, np.eye(4), _series(), _cnts_pet()

@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from homing import figures
+from homing.report import figures
 
 
 def _animal(days_since_infusion: list[float]) -> pd.DataFrame:

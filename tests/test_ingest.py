@@ -1,4 +1,4 @@
-"""Tests for homing.ingest on real TCIA PET/CT DICOM and on edited copies of it."""
+"""Tests for homing.dicom.ingest on real TCIA PET/CT DICOM and on edited copies of it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from pydicom.sequence import Sequence
 
 from homing import HomingError
-from homing.ingest import (
+from homing.dicom.ingest import (
     discover_series,
     emission_sidecar,
     ingest,

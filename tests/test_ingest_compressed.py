@@ -9,7 +9,8 @@ import pydicom
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from homing import HomingError, ingest
+from homing import HomingError
+from homing.dicom import ingest
 
 from .test_dicomwrite import _pet, _pet_volume, _series
 

@@ -1,4 +1,4 @@
-"""homing.ingest on Enhanced multi-frame PET and on dynamic (4D) PET written by dicomwrite."""
+"""homing.dicom.ingest on Enhanced multi-frame PET and on dynamic (4D) PET written by dicomwrite."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from homing import HomingError
-from homing.ingest import Volume, ingest, write_volume
+from homing.dicom.ingest import Volume, ingest, write_volume
 from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 
 SHAPE = (12, 10, 8)

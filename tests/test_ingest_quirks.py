@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from homing import ingest
-from homing.atlas import ORGAN_BY_NAME
-from homing.quantify import to_injection_factor
+from homing.dicom import ingest
+from homing.quant.quantify import to_injection_factor
+from homing.registration.atlas import ORGAN_BY_NAME
 
 from .test_simulate import QUIRKS_SESSIONS, truth_tables
 

@@ -1,5 +1,5 @@
 """PET → CT across separate frames of reference: accuracy against the simulator's truth, and
-the PET → CT QC flag (homing.qc.pet_ct_metrics), from the metric to the organ table.
+the PET → CT QC flag (homing.registration.qc.pet_ct_metrics), from the metric to the organ table.
 
 The accuracy over many low-count scans is measured by bench/bench_pet_to_ct.py.
 """
@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from homing import qc, quantify, registration
+from homing.quant import quantify
+from homing.registration import qc, register
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -20,18 +21,18 @@ LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 def ct_body(separate_frame_scan):
     """The CT's working image at the PET's voxel size: the body the QC judges against."""
     pet, ct = separate_frame_scan[:2]
-    return registration.working_image(ct, max(registration.pet_volume(pet).spacing))
+    return register.working_image(ct, max(register.pet_volume(pet).spacing))
 
 
 def _mean_error_mm(mat: Path, truth_ras: np.ndarray, ct: Path) -> float:
     """Mean distance between found and true CT → PET mapping over the CT's body voxels."""
     img = nib.load(str(ct))
-    box = registration.body_box(np.asarray(img.dataobj), img.affine, margin_mm=0.0)
+    box = register.body_box(np.asarray(img.dataobj), img.affine, margin_mm=0.0)
     grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop, 4) for s in box], indexing="ij"))
     idx = grid.reshape(3, -1)
     body = np.asarray(img.dataobj)[tuple(idx)] > -500
     pts = img.affine @ np.r_[idx[:, body], np.ones((1, body.sum()))]
-    found = LPS @ registration.transform_matrix_lps(mat) @ LPS
+    found = LPS @ register.transform_matrix_lps(mat) @ LPS
     return float(np.linalg.norm((found @ pts - truth_ras @ pts)[:3], axis=0).mean())
 
 
@@ -59,13 +60,13 @@ def test_pet_shifted_4_mm_off_its_registration_is_flagged(
     unmoved one: the PET now sits 4 mm off its CT, and the QC must say so."""
     pet, _, mat, _, _ = separate_frame_scan
     fixed = ct_body
-    right = registration.pet_ct_qc(registration.pet_volume(pet), fixed, mat)
+    right = register.pet_ct_qc(register.pet_volume(pet), fixed, mat)
     assert qc.pet_ct_flags(right) == []
     img = nib.load(str(pet))
     moved = img.affine.copy()
     moved[axis, 3] += 4.0
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), moved), tmp_path / "moved.nii.gz")
-    wrong = registration.pet_ct_qc(registration.pet_volume(tmp_path / "moved.nii.gz"), fixed, mat)
+    wrong = register.pet_ct_qc(register.pet_volume(tmp_path / "moved.nii.gz"), fixed, mat)
     assert qc.pet_ct_flags(wrong) == [qc.FLAG_PET_CT_OUTSIDE], wrong
     assert wrong["activity_outside_body_fraction"] > right["activity_outside_body_fraction"]
 

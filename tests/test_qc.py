@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from homing import HomingError, masks, qc
+from homing import HomingError
+from homing.registration import masks, qc
 
 # ---------------------------------------------------------------- dice and stride
 
@@ -195,7 +196,7 @@ def test_qc_flags_thresholds_and_missing_metrics():
 def test_demo_truth_passes_and_shifted_truth_is_flagged(demo_study):
     import nibabel as nib
 
-    from homing import ingest
+    from homing.dicom import ingest
 
     scan = demo_study / "dicom" / "sub-EX01" / "ses-d0" / "ct"
     ct = ingest.ingest(scan, "ct")

@@ -9,7 +9,7 @@ import pytest
 
 from homing import HomingError
 from homing.core.nuclides import lookup
-from homing.quantify import (
+from homing.quant.quantify import (
     combine_sessions,
     label_equivalent_cells_per_bq,
     organ_table,
@@ -190,7 +190,7 @@ def test_quantify_scan_reads_each_grid_from_its_own_file(tmp_path):
 
     import nibabel as nib
 
-    from homing.pipeline import quantify_scan
+    from homing.workflow.stages import quantify_scan
 
     scan = INJ + timedelta(days=3)
     pet, on_pet, on_ct = two_grids()
@@ -279,7 +279,7 @@ def test_scan_columns_and_combination_order():
 def test_registration_qc_flags_and_metrics_travel_with_every_row():
     import pandas as pd
 
-    from homing.quantify import with_registration_qc
+    from homing.quant.quantify import with_registration_qc
 
     table = pd.DataFrame(
         {"organ": ["liver", "spleen"], "flags": ["", "small_organ_partial_volume"]}

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from homing import HomingError, cli, roi
-from homing.atlas import ORGANS
+from homing import HomingError, cli
+from homing.quant import roi
+from homing.registration.atlas import ORGANS
 
 WHERE = "config/scans.tsv row EX01/d0, column roi_masks"
 

@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from homing import masks
+from homing.registration import masks
 from homing.sim import phantom, simulate
 
 from .conftest import REPO

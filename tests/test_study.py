@@ -1,4 +1,4 @@
-"""Tests for homing.study: config validation and the animals/scans sheets."""
+"""Tests for homing.workflow.study: config validation and the animals/scans sheets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from homing import HomingError
-from homing.study import load_schema, load_study, read_sheet, validate_config
+from homing.workflow.study import load_schema, load_study, read_sheet, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "workflow" / "schemas"
@@ -603,7 +603,7 @@ def test_ragged_sheet_names_the_file(sheets):
 
 
 def test_decay_correction_and_injection_during_scan_are_real_columns(sheets):
-    from homing.study import sheet_overrides
+    from homing.workflow.study import sheet_overrides
 
     sheets.scans[2]["decay_correction"] = "NONE"
     sheets.scans[2]["allow_injection_after_scan_start"] = "yes"
@@ -616,7 +616,7 @@ def test_decay_correction_and_injection_during_scan_are_real_columns(sheets):
 
 
 def test_infused_activity_is_the_dose_of_ex_vivo_scans(sheets):
-    from homing.study import sheet_overrides
+    from homing.workflow.study import sheet_overrides
 
     study = sheets.load()
     overrides = sheet_overrides(study.scan("M1", "d0"), study.animal("M1"))

@@ -1,4 +1,4 @@
-"""SUVbw factors (homing.suv): the calculate-suv reference suite and analytic cases.
+"""SUVbw factors (homing.dicom.suv): the calculate-suv reference suite and analytic cases.
 
 The reference cases come from ../shared/data/suv-reference (real Siemens, GE and Philips PET
 headers with the factors the calculate-suv project expects); they are skipped only when
@@ -13,7 +13,7 @@ from decimal import Decimal
 import pytest
 
 from homing import HomingError
-from homing.suv import dataset_from_json, suv_bw_factor
+from homing.dicom.suv import dataset_from_json, suv_bw_factor
 
 from .conftest import SHARED_DATA, require_data
 

@@ -171,8 +171,8 @@ def test_organ_masks_match_truth(full_run, demo_study, animal):
     import nibabel as nib
     import numpy as np
 
-    from homing.atlas import ORGANS
-    from homing.qc import dice
+    from homing.registration.atlas import ORGANS
+    from homing.registration.qc import dice
 
     label = {o.name: o.label for o in ORGANS}
     scans = pd.read_csv(demo_study / "scans.tsv", sep="\t", dtype=str)
@@ -301,7 +301,8 @@ def test_user_and_threshold_rois_flow_through_the_tables(full_run, demo_study, t
     import nibabel as nib
     import numpy as np
 
-    from homing import pipeline, roi
+    from homing.quant import roi
+    from homing.workflow import stages
 
     res, a, s = full_run / "results", "EX01", "d0"
     base, name = res / f"sub-{a}" / f"ses-{s}", f"sub-{a}_ses-{s}"
@@ -335,7 +336,7 @@ def test_user_and_threshold_rois_flow_through_the_tables(full_run, demo_study, t
     assert cli.returncode == 0, cli.stderr
     out = tmp_path / "out"
     xfm = base / "xfm"
-    pipeline.labels_to_scan(
+    stages.labels_to_scan(
         full_run / "resources" / "atlas" / "labels.nii.gz",
         full_run / "resources" / "atlas" / "labels.tsv",
         ct,
@@ -366,7 +367,7 @@ def test_user_and_threshold_rois_flow_through_the_tables(full_run, demo_study, t
         .dropna()
         .items()
     }
-    pipeline.quantify_scan(
+    stages.quantify_scan(
         base / "pet" / f"{name}_pet.nii.gz",
         base / "pet" / f"{name}_pet.json",
         out / "pet.nii.gz",

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import yaml
 
-from homing import HomingError, atlas, roi
+from homing import HomingError
+from homing.quant import roi
+from homing.registration import atlas
 
 #: The pinned public source of the atlas (also the default in config/config.yaml; a test
 #: keeps the two equal).

@@ -2,7 +2,12 @@
 # the one helper that names every per-scan file.
 from pathlib import Path
 
-from homing.study import load_study, parse_roi_masks, series_uid, sheet_overrides
+from homing.workflow.study import (
+    load_study,
+    parse_roi_masks,
+    series_uid,
+    sheet_overrides,
+)
 
 STUDY = load_study(config, Path(workflow.basedir) / "workflow" / "schemas")
 

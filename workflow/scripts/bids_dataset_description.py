@@ -1,7 +1,7 @@
 import _homing_src  # noqa: F401
 
-from homing import pipeline
+from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0], sm.threads):
-    pipeline.bids_dataset_description(sm.output[0], sm.params.version)
+with stages.logged(sm.log[0], sm.threads):
+    stages.bids_dataset_description(sm.output[0], sm.params.version)

@@ -1,7 +1,7 @@
 import _homing_src  # noqa: F401
 
-from homing import pipeline
+from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0], sm.threads):
-    pipeline.build_atlas(sm.input[0], sm.output.template, sm.output.labels, sm.output.table)
+with stages.logged(sm.log[0], sm.threads):
+    stages.build_atlas(sm.input[0], sm.output.template, sm.output.labels, sm.output.table)

@@ -1,10 +1,10 @@
 import _homing_src  # noqa: F401
 
-from homing import pipeline
+from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0], sm.threads):
-    pipeline.ct_to_reference(
+with stages.logged(sm.log[0], sm.threads):
+    stages.ct_to_reference(
         sm.input.ct,
         sm.input.reference,
         sm.output.affine,

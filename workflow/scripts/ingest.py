@@ -1,11 +1,11 @@
 import _homing_src  # noqa: F401
 
-from homing import pipeline
+from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
 kind = "emission" if sm.rule == "ingest_emission" else "ct"
-with pipeline.logged(sm.log[0], sm.threads):
-    pipeline.ingest_series(
+with stages.logged(sm.log[0], sm.threads):
+    stages.ingest_series(
         sm.input.dicom,
         kind,
         sm.params.overrides,

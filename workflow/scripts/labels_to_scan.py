@@ -1,10 +1,10 @@
 import _homing_src  # noqa: F401
 
-from homing import pipeline
+from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0], sm.threads):
-    pipeline.labels_to_scan(
+with stages.logged(sm.log[0], sm.threads):
+    stages.labels_to_scan(
         sm.input.labels,
         sm.input.table,
         sm.input.ct,

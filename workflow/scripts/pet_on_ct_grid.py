@@ -1,7 +1,7 @@
 import _homing_src  # noqa: F401
 
-from homing import pipeline
+from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0], sm.threads):
-    pipeline.pet_on_ct_grid(sm.input.pet, sm.input.ct, sm.input.mat, sm.output[0])
+with stages.logged(sm.log[0], sm.threads):
+    stages.pet_on_ct_grid(sm.input.pet, sm.input.ct, sm.input.mat, sm.output[0])

@@ -1,10 +1,10 @@
 import _homing_src  # noqa: F401
 
-from homing import pipeline
+from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0], sm.threads):
-    pipeline.pet_to_ct(
+with stages.logged(sm.log[0], sm.threads):
+    stages.pet_to_ct(
         sm.input.pet,
         sm.input.pet_json,
         sm.input.ct,

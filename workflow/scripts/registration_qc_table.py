@@ -1,7 +1,7 @@
 import _homing_src  # noqa: F401
 
-from homing import pipeline
+from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0], sm.threads):
-    pipeline.registration_qc_table(list(sm.input), sm.params.sessions, sm.output[0])
+with stages.logged(sm.log[0], sm.threads):
+    stages.registration_qc_table(list(sm.input), sm.params.sessions, sm.output[0])

@@ -1,7 +1,7 @@
 import _homing_src  # noqa: F401
 
-from homing import pipeline
+from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
-with pipeline.logged(sm.log[0], sm.threads):
-    pipeline.tac_figure(sm.input[0], sm.params.organs, sm.output[0])
+with stages.logged(sm.log[0], sm.threads):
+    stages.tac_figure(sm.input[0], sm.params.organs, sm.output[0])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from homing.atlas import ORGANS, Organ
+from homing.registration.atlas import ORGANS, Organ
 
 
 @dataclass

@@ -40,9 +40,9 @@ import yaml
 from scipy import ndimage
 
 from homing import HomingError
-from homing.atlas import ORGANS, Organ, canonical_labels, decode_digimouse_json
 from homing.core.decay import activity_per_cell_bq, decay_factor, seconds_between
 from homing.core.nuclides import lookup
+from homing.registration.atlas import ORGANS, Organ, canonical_labels, decode_digimouse_json
 from homing.sim import kinetics, phantom
 from homing.sim.dicomwrite import (
     PetMeta,

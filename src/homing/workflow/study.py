@@ -21,9 +21,9 @@ from homing.core.nuclides import lookup
 
 
 def parse_roi_masks(value, where: str) -> list[tuple[str, Path]]:
-    """homing.roi.parse_roi_masks, imported on first use: homing.roi brings scipy, which
+    """homing.quant.roi.parse_roi_masks, imported on first use: homing.quant.roi brings scipy, which
     the workflow's start (every dry run) does not otherwise need."""
-    from homing.roi import parse_roi_masks as parse
+    from homing.quant.roi import parse_roi_masks as parse
 
     return parse(value, where)
 

@@ -3,7 +3,7 @@
 Where the sheets and the header both give a value (identity, times, dose, weight) and they
 disagree beyond a stated tolerance (config ``checks``), the scan stops with both values, or
 every row of its table carries a flag. The nuclide is checked at ingest (a wrong half-life
-stops the scan there); the sheets among themselves are checked by ``homing.study``.
+stops the scan there); the sheets among themselves are checked by ``homing.workflow.study``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 from homing import HomingError
 from homing.core.decay import activity_per_cell_bq, on_one_clock, seconds_between
 from homing.core.nuclides import lookup
-from homing.quantify import animal_time, images_the_label
+from homing.quant.quantify import animal_time, images_the_label
 
 
 def _given(value) -> bool:

@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from homing import HomingError
 from homing.core import io
-from homing.grid import corner_voxels
+from homing.core.grid import corner_voxels
 
 #: ROI names become column values and file-name parts: lower-case snake_case.
 ROI_NAME = re.compile(r"[a-z][a-z0-9_]*\Z")

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 import nibabel as nib
 import numpy as np
 
-from homing import HomingError, atlas, qc, registration
+from homing import HomingError
 from homing.core import io
+from homing.registration import atlas, qc, register
 
 # pandas, and ingest, crosscheck, quantify and roi (pandas, pydicom), are imported by the
 # stages that use them: every job is a process of its own, and these imports cost ≈ 0.5 s
@@ -32,7 +33,7 @@ def logged(log_path: str | Path, threads: int = 1):
 
     ITK (ANTs) gets the rule's ``threads``: unpinned it takes every core of the node, which
     on a cluster oversubscribes the job's allocation."""
-    registration.set_threads(threads)
+    register.set_threads(threads)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log, contextlib.redirect_stderr(log):
@@ -80,7 +81,7 @@ def ingest_series(
 ) -> None:
     """DICOM folder → NIfTI (float32; Bq/mL or HU) + JSON sidecar. ``uid`` picks the series
     when the folder holds several; ``where`` names the scan's sheet row in messages."""
-    from homing import ingest
+    from homing.dicom import ingest
 
     try:
         vol = ingest.ingest(Path(folder), kind, overrides or None, uid)
@@ -110,7 +111,7 @@ def pet_to_ct(
     same = pet_meta.get("FrameOfReferenceUID") is not None and pet_meta.get(
         "FrameOfReferenceUID"
     ) == ct_meta.get("FrameOfReferenceUID")
-    record = registration.register_pet_to_ct(
+    record = register.register_pet_to_ct(
         pet_nii, ct_nii, same, Path(out_mat), random_seed, threads, identity_tolerance_mm
     )
     if record["identity_rejected"]:
@@ -137,7 +138,7 @@ def pet_to_ct(
 def pet_on_ct_grid(pet_nii: Path, ct_nii: Path, pet_to_ct_mat: Path, out_nii: Path) -> None:
     """The PET resampled onto the CT's grid through the PET → CT transform (linear, 0
     outside the CT's body box): for drawing ROIs in CT space (``homing roi-threshold``)."""
-    registration.resample_to(pet_nii, ct_nii, [Path(pet_to_ct_mat)], [False], Path(out_nii))
+    register.resample_to(pet_nii, ct_nii, [Path(pet_to_ct_mat)], [False], Path(out_nii))
 
 
 def ct_to_atlas(
@@ -151,7 +152,7 @@ def ct_to_atlas(
     threads: int,
 ) -> None:
     """Atlas template → CT registration (affine + SyN at the working resolution)."""
-    registration.register_ct_to_atlas(
+    register.register_ct_to_atlas(
         ct_nii,
         template,
         Path(out_affine),
@@ -173,7 +174,7 @@ def ct_to_reference(
     threads: int,
 ) -> None:
     """The animal's reference-session CT → this session's CT (affine + SyN)."""
-    registration.register_ct_to_reference(
+    register.register_ct_to_reference(
         ct_nii,
         reference_ct,
         Path(out_affine),
@@ -205,9 +206,9 @@ def labels_to_scan(
     fractional masks (partial voxels) and the label map of largest share."""
     import pandas as pd
 
-    from homing import roi
+    from homing.quant import roi
 
-    lab_img = registration.warp_labels(
+    lab_img = register.warp_labels(
         atlas_labels, ct_nii, [Path(t) for t in transforms], [False] * len(transforms), out_ct
     )
     table = pd.read_csv(atlas_table, sep="\t")[["label", "name"]]
@@ -223,7 +224,7 @@ def labels_to_scan(
         io.write_nifti(lab_img, out_ct)
     io.write_tsv(table, Path(out_ct_tsv))
     # The label map in memory, as written: not read back from the file.
-    fractions, present, pet_labels = registration.fractional_masks(
+    fractions, present, pet_labels = register.fractional_masks(
         lab_img, pet_nii, pet_to_ct_mat, supersampling
     )
     pet_aff = nib.load(str(pet_nii)).affine
@@ -258,7 +259,7 @@ def registration_qc(
     body of the CT it was registered on, ``warp_grids``), flags, and the figure."""
     import pandas as pd
 
-    from homing import figures  # matplotlib: only the figure-making jobs pay its import
+    from homing.report import figures  # matplotlib: only the figure-making jobs pay its import
 
     ct, lab = nib.load(str(ct_nii)), nib.load(str(labels_ct))
     if not np.allclose(ct.affine, lab.affine, atol=1e-4) or ct.shape != lab.shape:
@@ -280,7 +281,7 @@ def registration_qc(
         hu, np.where(atlas_only[labels], labels, 0), zooms, skeleton_label=skeleton
     )
     # This CT's box, already read, for the warps registered on it (its body lies within).
-    in_memory = nib.Nifti1Image(hu, registration.crop_affine(ct.affine, box))
+    in_memory = nib.Nifti1Image(hu, register.crop_affine(ct.affine, box))
     ranges = [
         qc.jacobian_range(w, in_memory if Path(g) == Path(ct_nii) else g)
         for w, g in zip(warps, warp_grids, strict=True)
@@ -307,7 +308,7 @@ def registration_qc(
     figures.registration_qc_figure(
         hu[fig_box],
         labels[fig_box],
-        registration.crop_affine(registration.crop_affine(ct.affine, box), fig_box),
+        register.crop_affine(register.crop_affine(ct.affine, box), fig_box),
         f"{title}\n{subtitle}",
         Path(out_png),
         names,
@@ -320,14 +321,14 @@ def _labels_and_body_box(
 ) -> tuple[slice, ...]:
     """Box (voxel slices) holding the labels and the body of the CT ``hu`` (an array or a
     nibabel array proxy; grid ``affine``), widened by ``margin_mm``: the body from a strided
-    read of the CT (registration.body_box), so that its voxels are never all in memory.
+    read of the CT (register.body_box), so that its voxels are never all in memory.
     The whole grid when there is neither."""
-    margin = int(np.ceil(margin_mm / registration.voxel_edge_mm(affine)))
+    margin = int(np.ceil(margin_mm / register.voxel_edge_mm(affine)))
     boxes = []
     if labels.any():
         boxes.append(qc._bounding_box(labels > 0, margin_vox=margin))
     try:
-        boxes.append(registration.body_box(hu, affine, margin_mm=margin_mm))
+        boxes.append(register.body_box(hu, affine, margin_mm=margin_mm))
     except HomingError:
         pass  # no body in the CT: the metrics say so (NaN, or a low Dice against the labels)
     if not boxes:
@@ -353,12 +354,12 @@ def quantify_scan(
     where: str,
     out_tsv: Path,
 ) -> None:
-    """Per-organ table of one scan (see homing.quantify.organ_table for the columns), with
+    """Per-organ table of one scan (see homing.quant.quantify.organ_table for the columns), with
     the scan's registration QC metrics and flags on every row. The sheets are checked
-    against the header first (homing.crosscheck, tolerances ``checks``)."""
+    against the header first (homing.quant.crosscheck, tolerances ``checks``)."""
     import pandas as pd
 
-    from homing import crosscheck, quantify
+    from homing.quant import crosscheck, quantify
 
     sidecar = _read_json(pet_json)
     sheet_flags = crosscheck.check_scan(sidecar, animal, scan, checks, where)
@@ -393,7 +394,7 @@ def combine_tables(tables: list[Path], out_tsv: Path) -> None:
     """Stack per-scan organ tables (per animal, or the whole study)."""
     import pandas as pd
 
-    from homing import quantify
+    from homing.quant import quantify
 
     frames = [pd.read_csv(p, sep="\t", dtype={"animal_id": str, "session_id": str}) for p in tables]
     io.write_tsv(quantify.combine_sessions(frames), Path(out_tsv))
@@ -403,7 +404,7 @@ def tac_figure(animal_tsv: Path, organs: list[str], out_png: Path) -> None:
     """Time-activity-curve figure of one animal."""
     import pandas as pd
 
-    from homing import figures  # matplotlib: only the figure-making jobs pay its import
+    from homing.report import figures  # matplotlib: only the figure-making jobs pay its import
 
     table = pd.read_csv(animal_tsv, sep="\t", dtype={"animal_id": str, "session_id": str})
     figures.tac_figure(table, organs, Path(out_png))

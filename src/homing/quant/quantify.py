@@ -152,7 +152,7 @@ def label_equivalent_cells_per_bq(animal: dict, injection: datetime, nuclide: st
     a_cell(t) = specific activity at labelling (kBq per 10⁶ cells) decayed from the labelling
     time to t. Division leaves organ totals unchanged, so activity / a_cell counts original
     labelled cells' worth of label, not live cells. NaN when the animal is not ex vivo
-    labelled or the scan is of another nuclide (its rows are flagged: homing.crosscheck).
+    labelled or the scan is of another nuclide (its rows are flagged: homing.quant.crosscheck).
     """
     if animal.get("labelling_method") != "ex_vivo" or not images_the_label(animal, nuclide):
         return float("nan")

@@ -1863,7 +1863,7 @@ def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, so
 
 def _dicom_values(first: pydicom.Dataset, dicom_inj: datetime | None) -> dict:
     """What the header itself says of identity, dose, weight and injection, whatever the
-    sheets override: quantification checks the sheets against these (homing.crosscheck)."""
+    sheets override: quantification checks the sheets against these (homing.quant.crosscheck)."""
     dose = _rp_value(first, "RadionuclideTotalDose")
     weight = _str_or_none(first.get("PatientWeight"))
     try:

@@ -7,7 +7,7 @@
 
 For Units BQML the rescaled value is Bq/mL and the factor is body weight (g) over the injected
 activity (Bq) decayed to the image's decay-correction time. Dates and times, the QIBA scan
-reference time and the injection time come from :mod:`homing.ingest`, so this module and
+reference time and the injection time come from :mod:`homing.dicom.ingest`, so this module and
 ingest agree on them; only the SUV arithmetic lives here.
 
 Nothing is defaulted: a missing weight, dose, injection time, half-life, Units or
@@ -25,7 +25,7 @@ from pydicom.dataset import Dataset
 
 from homing import HomingError
 from homing.core.decay import decay_factor, seconds_between
-from homing.ingest import (
+from homing.dicom.ingest import (
     _check_corrected_image,
     _decay_correction,
     _dicom_injection,
@@ -176,7 +176,7 @@ def injection_datetime(
     RadiopharmaceuticalStartDateTime (0018,1078) if present; else RadiopharmaceuticalStartTime
     (0018,1072) on the SeriesDate, moved to the day before when it would otherwise be more
     than ``ingest.MIDNIGHT_SLACK_S`` (60 s) after ``scan_reference`` (a midnight crossing).
-    Both via :func:`homing.ingest._dicom_injection`.
+    Both via :func:`homing.dicom.ingest._dicom_injection`.
     Neither present is a HomingError naming both fields.
     """
     warn = [] if warn is None else warn
@@ -249,7 +249,7 @@ def suv_bw_factor(
 
     * Units BQML (0054,1001): weight_g / dose_bq decayed to the decay-correction time.
       DecayCorrection (0054,1102) START: decayed from the injection to the scan reference
-      time by the QIBA rule (:func:`homing.ingest.scan_start_datetime`: SeriesDate/Time
+      time by the QIBA rule (:func:`homing.dicom.ingest.scan_start_datetime`: SeriesDate/Time
       unless it is later than the earliest AcquisitionDate/Time, then GE private (0009,100D),
       else the earliest acquisition). ADMIN: not decayed. NONE: HomingError (each frame
       would need its own time; QIBA does not define SUV for it).

@@ -1,9 +1,9 @@
 """Registration QC: does the atlas warped onto a CT agree with what the CT shows by itself?
 
 Two overlap metrics compare the warped labels with masks the CT gives without any atlas
-(:mod:`homing.masks`): the body outline and the bone. The body Dice catches gross failures
-(atlas off the animal, wrong scale); the skeleton Dice, bones being thin, catches
-misregistration of a millimetre or two. The Jacobian determinant of the SyN warp catches
+(:mod:`homing.registration.masks`): the body outline and the bone. The body Dice catches
+gross failures (atlas off the animal, wrong scale); the skeleton Dice, bones being thin,
+catches misregistration of a millimetre or two. The Jacobian determinant of the SyN warp catches
 folding (det ≤ 0: the mapping is no longer one-to-one) and implausible local expansion.
 """
 
@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from homing import HomingError, masks
-from homing.grid import corner_voxels
+from homing import HomingError
+from homing.core.grid import corner_voxels
+from homing.registration import masks
 
 #: Above this many voxels (in the box holding the CT's body and the labels) the overlap
 #: metrics are computed on every 2nd (3rd, ...) voxel along each axis. The body mask's

@@ -21,8 +21,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from homing import HomingError, masks, qc
+from homing import HomingError
 from homing.core import io
+from homing.registration import masks, qc
 
 #: Air is 0, water 1, cortical bone ≈ 2–3 in this scale, so that intensity centres of mass
 #: (ANTs' default initialisation) sit at the body, not at the air around it.
@@ -143,7 +144,8 @@ class _UnusedSubpackage(types.ModuleType):
     def __getattr__(self, attr: str):
         raise AttributeError(
             f"{self.__name__}.{attr}: Homing imports ANTsPy without {self.__name__} "
-            "(registration.UNUSED_ANTS_SUBPACKAGES); import ants before homing to use it"
+            "(homing.registration.register.UNUSED_ANTS_SUBPACKAGES); import ants before "
+            "homing to use it"
         )
 
 
@@ -680,9 +682,9 @@ def transform_matrix_lps(mat: Path) -> np.ndarray:
 
 
 def pet_ct_qc(pet, fixed, mat: Path) -> dict:
-    """PET → CT QC metrics (homing.qc.pet_ct_metrics) of the transform file ``mat``: the
-    PET's activity against the body of the CT's ``working_image`` ``fixed`` (the body mask
-    dilated by one working voxel)."""
+    """PET → CT QC metrics (homing.registration.qc.pet_ct_metrics) of the transform file
+    ``mat``: the PET's activity against the body of the CT's ``working_image`` ``fixed``
+    (the body mask dilated by one working voxel)."""
     lps = np.diag([-1.0, -1.0, 1.0, 1.0])
     ct_to_pet = lps @ transform_matrix_lps(mat) @ lps
     metrics = qc.pet_ct_metrics(
@@ -705,7 +707,7 @@ def register_pet_to_ct(
     * Separate frames of reference (``_register_separate_frames``): rigid registration,
       Mattes mutual information, started from the centroids of the PET's body outline and
       the CT's body mask, first on a log-compressed PET, then refined on the PET itself;
-      then QC (homing.qc.pet_ct_metrics): the record gets ``pet_ct_qc`` (metrics),
+      then QC (homing.registration.qc.pet_ct_metrics): the record gets ``pet_ct_qc`` (metrics),
       ``pet_ct_qc_thresholds`` and ``pet_ct_qc_flags``.
     * Shared frame: scanner coordinates should already agree. That is verified, not trusted
       (``_verify_shared_frame``): a rigid fit must move the body's voxels by no more than
