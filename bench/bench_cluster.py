@@ -46,8 +46,8 @@ def timed(cmd: list[str], log: Path | None = None) -> float:
 
 def snakemake(work: Path, config: Path, *args: str) -> list[str]:
     return [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
-        "--configfile", str(config), *args,
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "workflow" / "Snakefile"),
+        "-d", str(work), "--configfile", str(config), *args,
     ]  # fmt: skip
 
 

@@ -14,7 +14,7 @@ SLURM cluster") was the 200 x 8 = 1600-scan dry run in under 60 s; issue 13 asks
 10 s (--limit).
 
 --profile also runs the largest size under cProfile and prints where the time goes, split
-into the workflow's own code (Snakefile, workflow/rules, src/homing) and Snakemake's.
+into the workflow's own code (workflow/Snakefile, workflow/rules, src/homing) and Snakemake's.
 """
 
 from __future__ import annotations
@@ -92,7 +92,15 @@ def make_study(out: Path, n_animals: int, n_sessions: int) -> Path:
 
 def snakemake_args(work: Path, cfg: Path, *quiet: str) -> list[str]:
     """A dry run; `-q` alone (no progress, no job list) unless quiet says otherwise."""
-    base = ["-s", str(REPO / "Snakefile"), "-d", str(work), "--configfile", str(cfg), "-n"]
+    base = [
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "-d",
+        str(work),
+        "--configfile",
+        str(cfg),
+        "-n",
+    ]
     return base + ["--quiet", *quiet] if quiet else base + ["-q"]
 
 

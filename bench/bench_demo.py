@@ -112,7 +112,7 @@ def main() -> None:
         "-m",
         "snakemake",
         "-s",
-        str(REPO / "Snakefile"),
+        str(REPO / "workflow" / "Snakefile"),
         "-d",
         str(work),
         "--workflow-profile",

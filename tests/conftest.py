@@ -267,7 +267,15 @@ SNAKEMAKE_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "
 
 def snakemake_command(workdir: Path) -> list[str]:
     """Snakemake on the repository's workflow, writing into ``workdir``."""
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "workflow" / "Snakefile"),
+        "-d",
+        str(workdir),
+    ]
 
 
 def local_snakemake_command(workdir: Path, configfile: Path | None = None) -> list[str]:

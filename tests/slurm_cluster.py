@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILE = REPO / "workflow" / "profiles" / "slurm" / "config.yaml"
+PROFILE = REPO / "workflow" / "profiles" / "slurm" / "profile.yaml"
 PLACEHOLDERS = {"slurm_partition": "EDIT_ME_partition", "slurm_account": "EDIT_ME_account"}
 
 
@@ -70,7 +70,7 @@ def snakemake_args(cluster: dict, profile_dir: Path, configfile: Path) -> list[s
     text = text.replace(PLACEHOLDERS["slurm_partition"], cluster["partition"])
     # No account known (cluster without accounting): the plugin guesses or goes without.
     text = text.replace(PLACEHOLDERS["slurm_account"], cluster["account"] or "")
-    (profile_dir / "config.yaml").write_text(text)
+    (profile_dir / "profile.yaml").write_text(text)
     args = [
         "--profile",
         str(profile_dir),

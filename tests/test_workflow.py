@@ -59,7 +59,7 @@ def test_snakemake_lint_is_clean(demo_study, tmp_path):
 
 
 def test_snakefmt_and_ruff_are_clean():
-    fmt = tool("snakefmt", "--check", "Snakefile", "workflow")
+    fmt = tool("snakefmt", "--check", "workflow")
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
     lint = tool("ruff", "check", ".")
     assert lint.returncode == 0, lint.stdout + lint.stderr

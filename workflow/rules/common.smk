@@ -9,7 +9,7 @@ from homing.workflow.study import (
     sheet_overrides,
 )
 
-STUDY = load_study(config, Path(workflow.basedir) / "workflow" / "schemas")
+STUDY = load_study(config, Path(workflow.basedir) / "schemas")
 
 
 wildcard_constraints:
