@@ -21,6 +21,26 @@ def decay_factor(elapsed_s: float, half_life_s: float) -> float:
     return math.exp(-LN2 * elapsed_s / half_life_s)
 
 
+def mean_decay_over_frame(duration_s: float, half_life_s: float) -> float:
+    """Mean over a frame of ``duration_s`` seconds of the activity left, relative to the
+    frame start (dimensionless): (1 − e^(−λT)) / (λT); 1 for a zero-length frame.
+
+    A frame-average concentration divided by this is the concentration at the frame start.
+    """
+    lam_t = LN2 * float(duration_s) / half_life_s
+    return float(-math.expm1(-lam_t) / lam_t) if lam_t > 0 else 1.0
+
+
+def frame_reference_offset_s(duration_s: float, half_life_s: float) -> float:
+    """Frame Reference Time − frame start in s (DICOM PS3.3 C.8.9.4.1.5): the time in the
+    frame at which the activity equals its frame average, ln(λT / (1 − e^(−λT))) / λ."""
+    lam = LN2 / half_life_s
+    x = lam * duration_s
+    if x < 1e-9:
+        return duration_s / 2.0
+    return math.log(x / -math.expm1(-x)) / lam
+
+
 def seconds_between(start: datetime, end: datetime) -> float:
     """Elapsed seconds from ``start`` to ``end`` (negative if end is earlier)."""
     return (end - start).total_seconds()

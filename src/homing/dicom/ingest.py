@@ -42,7 +42,7 @@ from pydicom.errors import InvalidDicomError
 
 from homing import HomingError
 from homing.core import io
-from homing.core.decay import decay_factor, on_one_clock, seconds_between
+from homing.core.decay import decay_factor, frame_reference_offset_s, on_one_clock, seconds_between
 from homing.core.nuclides import Nuclide, lookup
 
 __all__ = [
@@ -1430,7 +1430,9 @@ def _bed_starts(
         return [None] * len(beds)
     _, series = on_one_clock(scan_start, series)
     refs = [seconds_between(scan_start, series) + b["FrameReferenceTime_s"] for b in beds]
-    starts = [r - _reference_offset_s(d, half_life_s) for r, d in zip(refs, durations, strict=True)]
+    starts = [
+        r - frame_reference_offset_s(d, half_life_s) for r, d in zip(refs, durations, strict=True)
+    ]
     if len(beds) > 1 and min(starts) < -1.0 and min(refs) >= -1.0:
         warn.append(
             f"{_tag('FrameReferenceTime')} of the beds minus the decay-weighted mid-frame offset "
@@ -2025,16 +2027,6 @@ def _frame_duration_s(ds: pydicom.Dataset) -> float | None:
     return float(raw) / 1000.0 if raw not in (None, "") else None
 
 
-def _reference_offset_s(duration_s: float, half_life_s: float) -> float:
-    """Frame Reference Time - frame start (PS3.3 C.8.9.4.1.5): the time in the frame at which
-    the activity equals its frame average, ln(lambda T / (1 - exp(-lambda T))) / lambda."""
-    lam = math.log(2.0) / half_life_s
-    x = lam * duration_s
-    if x < 1e-9:
-        return duration_s / 2.0
-    return math.log(x / -math.expm1(-x)) / lam
-
-
 def _dynamic_timing(groups: list[list[pydicom.Dataset]], sidecar: dict, source: str) -> dict:
     """FrameTimesStart / FrameDuration (s, relative to TimeZero) and DecayCorrectionFactor of
     each time frame.
@@ -2084,7 +2076,7 @@ def _dynamic_timing(groups: list[list[pydicom.Dataset]], sidecar: dict, source: 
                     "the dynamic series with its frame timing"
                 )
             ref = seconds_between(*on_one_clock(scan_start, series)) + float(frt) / 1000.0
-            starts.append(ref - _reference_offset_s(dur, half_life))
+            starts.append(ref - frame_reference_offset_s(dur, half_life))
         start_source = "SeriesDate+SeriesTime+FrameReferenceTime"
     for t in range(1, len(starts)):
         if starts[t] < starts[t - 1] + durations[t - 1] - 1.0:

@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 
 from homing import HomingError
-from homing.core.decay import LN2, activity_per_cell_bq, decay_factor, on_one_clock, seconds_between
+from homing.core.decay import (
+    activity_per_cell_bq,
+    decay_factor,
+    mean_decay_over_frame,
+    on_one_clock,
+    seconds_between,
+)
 from homing.core.nuclides import lookup
-
-
-def _in_frame(duration_s: float, half_life_s: float) -> float:
-    """λΔt / (1 − e^(−λΔt)): frame-average concentration → concentration at the frame start."""
-    lam_dt = LN2 * float(duration_s) / half_life_s
-    return lam_dt / -math.expm1(-lam_dt) if lam_dt > 0 else 1.0
 
 
 def to_injection_factor(sidecar: dict) -> float | np.ndarray:
@@ -56,7 +56,11 @@ def to_injection_factor(sidecar: dict) -> float | np.ndarray:
     if len(beds) > 1:
         return _per_slice_factor(sidecar, beds, seconds_between(injection, scan_start))
     frame_start_s = seconds_between(injection, scan_start) + float(starts[0])
-    return _in_frame(durations[0], half_life_s) / decay_factor(frame_start_s, half_life_s)
+    return (
+        1.0
+        / mean_decay_over_frame(durations[0], half_life_s)
+        / decay_factor(frame_start_s, half_life_s)
+    )
 
 
 def _per_slice_factor(sidecar: dict, beds: list[dict], scan_after_injection_s: float):
@@ -80,8 +84,10 @@ def _per_slice_factor(sidecar: dict, beds: list[dict], scan_after_injection_s: f
     factor = np.full(nz, np.nan)
     owner = np.full(nz, -1)
     for i, bed in enumerate(beds):
-        value = _in_frame(bed["FrameDuration_s"], half_life_s) / decay_factor(
-            scan_after_injection_s + float(bed["Start_s"]), half_life_s
+        value = (
+            1.0
+            / mean_decay_over_frame(bed["FrameDuration_s"], half_life_s)
+            / decay_factor(scan_after_injection_s + float(bed["Start_s"]), half_life_s)
         )
         for first, last in bed["Slices"]:
             if not 0 <= first <= last < nz:

@@ -63,7 +63,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from homing import __version__
-from homing.core.decay import decay_factor, seconds_between
+from homing.core.decay import decay_factor, frame_reference_offset_s, seconds_between
 from homing.core.nuclides import Nuclide, lookup
 
 CT_IMAGE_STORAGE = UID("1.2.840.10008.5.1.4.1.1.2")
@@ -865,15 +865,6 @@ def _time_frames(pet: PetMeta, nt: int | None) -> tuple[list[float], list[float]
     return starts, durations
 
 
-def _reference_offset_s(duration_s: float, half_life_s: float) -> float:
-    """Frame Reference Time - frame start (PS3.3 C.8.9.4.1.5): when the activity equals its
-    frame average, ln(lambda T / (1 - exp(-lambda T))) / lambda."""
-    x = math.log(2.0) / half_life_s * duration_s
-    if x < 1e-9:
-        return duration_s / 2.0
-    return math.log(x / -math.expm1(-x)) / (math.log(2.0) / half_life_s)
-
-
 def _frame_decay_factor_text(
     pet: PetMeta, meta: SeriesMeta, nuc: Nuclide, start_s: float
 ) -> str | None:
@@ -1023,7 +1014,7 @@ def write_pet_series(
     for t, (start, duration) in enumerate(zip(starts, durations, strict=True)):
         frame = {
             "series_type": "DYNAMIC",
-            "reference_ms": (start + _reference_offset_s(duration, nuc.half_life_s)) * 1000.0,
+            "reference_ms": (start + frame_reference_offset_s(duration, nuc.half_life_s)) * 1000.0,
             "duration_ms": duration * 1000.0,
             "decay_text": _frame_decay_factor_text(pet, meta, nuc, start),
             "t": t,
@@ -1258,7 +1249,7 @@ def _enhanced_pet_dataset(
         time_frames = []
         for t in enhanced_frame_order(nt):
             start, length = timing[0][t], timing[1][t]
-            reference = start + _reference_offset_s(length, nuc.half_life_s)
+            reference = start + frame_reference_offset_s(length, nuc.half_life_s)
             time_frames.append(
                 (
                     t,

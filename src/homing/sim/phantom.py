@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from homing.core.decay import mean_decay_over_frame
 from homing.registration.atlas import ORGANS, Organ
 
 
@@ -442,12 +443,6 @@ def flip_axes(
     return np.flip(data, axis=axes).copy(), aff
 
 
-def in_frame_decay(frame_duration_s: float, half_life_s: float) -> float:
-    """Mean of the decay over a frame relative to its start: (1 − e^(−λT)) / (λT)."""
-    lam_t = np.log(2.0) * frame_duration_s / half_life_s
-    return float(-np.expm1(-lam_t) / lam_t) if lam_t > 0 else 1.0
-
-
 def pet_counts(
     conc_at_start_bq_per_ml: np.ndarray,
     voxel_mm: float,
@@ -471,6 +466,6 @@ def pet_counts(
         voxel_ml
         * frame_duration_s
         * sensitivity_cps_per_bq
-        * in_frame_decay(frame_duration_s, half_life_s)
+        * mean_decay_over_frame(frame_duration_s, half_life_s)
     )
     return rng.poisson(np.clip(img, 0, None) * per_bq_ml).astype(np.float64), per_bq_ml

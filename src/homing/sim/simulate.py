@@ -40,7 +40,12 @@ import yaml
 from scipy import ndimage
 
 from homing import HomingError
-from homing.core.decay import activity_per_cell_bq, decay_factor, seconds_between
+from homing.core.decay import (
+    activity_per_cell_bq,
+    decay_factor,
+    mean_decay_over_frame,
+    seconds_between,
+)
 from homing.core.nuclides import lookup
 from homing.registration.atlas import ORGANS, Organ, canonical_labels, decode_digimouse_json
 from homing.sim import kinetics, phantom
@@ -724,7 +729,7 @@ def _session(
         labels, box_grid.voxel_ml, specific, body_fraction, dose_bq
     )
     decay_start = decay_factor(seconds_between(injection, scan_start), nuclide.half_life_s)
-    dif = phantom.in_frame_decay(frame_s, nuclide.half_life_s)
+    dif = mean_decay_over_frame(frame_s, nuclide.half_life_s)
     conc_start = {k: v * decay_start for k, v in conc_inj.items()}
     fine = phantom.concentration_map(fine_labels, conc_start)
     coarse = phantom.downsample_mean(fine, factor)
