@@ -26,7 +26,8 @@ import pydicom
 import pytest
 
 from homing import __version__
-from homing.dicom.ingest import emission_sidecar, ingest, write_volume
+from homing.dicom.ingest import ingest, write_volume
+from homing.dicom.sidecar import emission_sidecar
 from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 from homing.workflow import stages
 

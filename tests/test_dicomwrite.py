@@ -554,12 +554,12 @@ def test_cnts_rules(tmp_path):
 
 
 def test_ingest_reads_writer_philips_factor(tmp_path):
-    from homing.dicom.ingest import _philips_factor
+    from homing.dicom.units import philips_factor
 
     files = write_pet_series(
         tmp_path / "pet", _pet_volume() / CNTS_FACTOR, np.eye(4), _series(), _cnts_pet()
     )
-    assert _philips_factor(pydicom.dcmread(files[0])) == CNTS_FACTOR
+    assert philips_factor(pydicom.dcmread(files[0])) == CNTS_FACTOR
     enhanced = write_pet_series(
         tmp_path / "enh",
         _pet_volume() / CNTS_FACTOR,
@@ -567,7 +567,7 @@ def test_ingest_reads_writer_philips_factor(tmp_path):
         _series(),
         _cnts_pet(enhanced=True),
     )
-    assert _philips_factor(pydicom.dcmread(enhanced[0])) == CNTS_FACTOR
+    assert philips_factor(pydicom.dcmread(enhanced[0])) == CNTS_FACTOR
 
 
 # --------------------------------------------------------------------------- enhanced PET

@@ -16,14 +16,10 @@ import pytest
 from pydicom.sequence import Sequence
 
 from homing import HomingError
-from homing.dicom.ingest import (
-    discover_series,
-    emission_sidecar,
-    ingest,
-    read_volume,
-    select_series,
-    write_volume,
-)
+from homing.dicom.discover import discover_series, select_series
+from homing.dicom.ingest import ingest, write_volume
+from homing.dicom.read import read_volume
+from homing.dicom.sidecar import emission_sidecar
 
 from .conftest import TCIA_DICOM as TCIA
 

@@ -128,7 +128,7 @@ def test_header_values_are_kept_for_the_cross_checks(pet_files, tmp_path):
 
 
 def test_two_series_in_a_folder_name_the_real_column(pet_files, tmp_path):
-    from homing.dicom.ingest import discover_series, select_series
+    from homing.dicom.discover import discover_series, select_series
 
     make_series(pet_files, tmp_path / "a", n=3)
 

@@ -15,7 +15,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from homing import HomingError
-from homing.dicom.ingest import Volume, ingest, write_volume
+from homing.dicom.ingest import ingest, write_volume
+from homing.dicom.read import Volume
 from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 
 SHAPE = (12, 10, 8)

@@ -7,8 +7,9 @@
 
 For Units BQML the rescaled value is Bq/mL and the factor is body weight (g) over the injected
 activity (Bq) decayed to the image's decay-correction time. Dates and times, the QIBA scan
-reference time and the injection time come from :mod:`homing.dicom.ingest`, so this module and
-ingest agree on them; only the SUV arithmetic lives here.
+reference time and the injection time come from :mod:`homing.dicom.times` and
+:mod:`homing.dicom.radiopharm`, so this module and ingest agree on them; the SUV arithmetic
+itself is :mod:`homing.core.suv`, which the organ tables use too.
 
 Nothing is defaulted: a missing weight, dose, injection time, half-life, Units or
 DecayCorrection is a :class:`~homing.HomingError` naming the DICOM field.
@@ -24,36 +25,33 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from homing import HomingError
-from homing.core.decay import decay_factor, seconds_between
-from homing.dicom.ingest import (
-    _check_corrected_image,
-    _decay_correction,
-    _dicom_injection,
-    _dose_bq,
-    _name,
-    _philips_factor,
-    _positive,
-    _rp_value,
-    _series_datetime,
-    _series_value,
-    _str_or_none,
-    _tag,
-    _units,
-    scan_start_datetime,
+from homing.core.decay import seconds_between
+from homing.core.suv import decayed_dose_bq, suv_bw_per_bq_per_ml
+from homing.dicom.headers import (
+    dataset_name,
+    positive_number,
+    rp_value,
+    series_value,
+    str_or_none,
+    tag_text,
 )
+from homing.dicom.radiopharm import (
+    check_corrected_image,
+    decay_correction_of,
+    emission_units,
+    injected_dose_bq,
+)
+from homing.dicom.times import dicom_injection, scan_start_datetime, series_datetime
+from homing.dicom.units import PHILIPS_PRIVATE_CREATOR, philips_factor, philips_private_value
 
 __all__ = [
     "PHILIPS_PRIVATE_CREATOR",
     "GE_PRIVATE_CREATOR",
     "dataset_from_json",
-    "decayed_dose_bq",
     "injection_datetime",
     "suv_bw_factor",
 ]
 
-#: Private creator of the Philips PET group 7053: (7053,xx00) SUVScaleFactor and
-#: (7053,xx09) ActivityConcentrationScaleFactor.
-PHILIPS_PRIVATE_CREATOR = "Philips PET Private Group"
 #: Private creator of the GE PET group 0009: (0009,xx0D) scan date and time.
 GE_PRIVATE_CREATOR = "GEMS_PETD_01"
 
@@ -146,26 +144,27 @@ def _dataset_from_keywords(obj: dict) -> Dataset:
 
 def _weight_g(first: Dataset) -> float:
     """PatientWeight (0010,1030) in kg, returned in g; missing or <= 0 is a HomingError."""
-    raw = _str_or_none(first.get("PatientWeight"))
+    raw = str_or_none(first.get("PatientWeight"))
     if raw is None:
         raise HomingError(
-            f"{_name(first)}: missing {_tag('PatientWeight')} (body weight in kg); SUVbw needs it"
+            f"{dataset_name(first)}: missing {tag_text('PatientWeight')} (body weight in kg); "
+            "SUVbw needs it"
         )
-    return 1000.0 * _positive(raw, f"{_name(first)}: {_tag('PatientWeight')} (kg)")
+    return 1000.0 * positive_number(raw, f"{dataset_name(first)}: {tag_text('PatientWeight')} (kg)")
 
 
 def _half_life_s(first: Dataset, half_life_s: float | None) -> float:
     """The given half-life (s), else RadionuclideHalfLife (0018,1075) of the header."""
     if half_life_s is not None:
-        return _positive(half_life_s, "half_life_s")
-    raw = _rp_value(first, "RadionuclideHalfLife")
+        return positive_number(half_life_s, "half_life_s")
+    raw = rp_value(first, "RadionuclideHalfLife")
     if raw is None:
         raise HomingError(
-            f"{_name(first)}: missing {_tag('RadionuclideHalfLife')} in "
-            f"{_tag('RadiopharmaceuticalInformationSequence')}; pass half_life_s from the "
+            f"{dataset_name(first)}: missing {tag_text('RadionuclideHalfLife')} in "
+            f"{tag_text('RadiopharmaceuticalInformationSequence')}; pass half_life_s from the "
             "nuclide table (Homing never assumes a half-life)"
         )
-    return _positive(raw, f"{_name(first)}: {_tag('RadionuclideHalfLife')} (s)")
+    return positive_number(raw, f"{dataset_name(first)}: {tag_text('RadionuclideHalfLife')} (s)")
 
 
 def injection_datetime(
@@ -175,49 +174,33 @@ def injection_datetime(
 
     RadiopharmaceuticalStartDateTime (0018,1078) if present; else RadiopharmaceuticalStartTime
     (0018,1072) on the SeriesDate, moved to the day before when it would otherwise be more
-    than ``ingest.MIDNIGHT_SLACK_S`` (60 s) after ``scan_reference`` (a midnight crossing).
-    Both via :func:`homing.dicom.ingest._dicom_injection`.
+    than ``times.MIDNIGHT_SLACK_S`` (60 s) after ``scan_reference`` (a midnight crossing).
+    Both via :func:`homing.dicom.times.dicom_injection`.
     Neither present is a HomingError naming both fields.
     """
     warn = [] if warn is None else warn
     first = datasets[0]
-    injection, _ = _dicom_injection(first, scan_reference, warn)
+    injection, _ = dicom_injection(first, scan_reference, warn)
     if injection is None:
         raise HomingError(
-            f"{_name(first)}: missing {_tag('RadiopharmaceuticalStartDateTime')} and "
-            f"{_tag('RadiopharmaceuticalStartTime')}; the injection time is unknown"
+            f"{dataset_name(first)}: missing {tag_text('RadiopharmaceuticalStartDateTime')} and "
+            f"{tag_text('RadiopharmaceuticalStartTime')}; the injection time is unknown"
         )
     return injection
 
 
-def decayed_dose_bq(
-    dose_bq: float, injection: datetime, reference: datetime, half_life_s: float
-) -> float:
-    """Injected activity (Bq, at ``injection``) decayed to ``reference`` (Bq).
-
-    A reference before the injection gives more than ``dose_bq`` (decay run backwards).
-    """
-    return dose_bq * decay_factor(seconds_between(injection, reference), half_life_s)
-
-
 def _philips_suv_scale_factor(ds: Dataset) -> float | None:
     """Philips SUVScaleFactor (7053,xx00), or None when absent, empty or zero."""
-    try:
-        block = ds.private_block(0x7053, PHILIPS_PRIVATE_CREATOR)
-        value = block[0x00].value if 0x00 in block else None
-    except (KeyError, ValueError):
+    value = philips_private_value(ds, 0x00)
+    if value is None:
         return None
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "ignore").strip("\x00 ")
-    if value in (None, ""):
-        return None
-    what = f"{_name(ds)}: Philips SUVScaleFactor (7053,1000)"
+    what = f"{dataset_name(ds)}: Philips SUVScaleFactor (7053,1000)"
     try:
         if float(value) == 0.0:
             return None
     except (TypeError, ValueError) as exc:
         raise HomingError(f"{what} = {value!r} is not a number") from exc
-    return _positive(value, what)
+    return positive_number(value, what)
 
 
 def _check_attenuation_corrected(first: Dataset) -> None:
@@ -227,7 +210,8 @@ def _check_attenuation_corrected(first: Dataset) -> None:
     flags = [str(f).upper() for f in ([flags] if isinstance(flags, str) else flags)]
     if "ATTN" not in flags:
         raise HomingError(
-            f"{_name(first)}: {_tag('CorrectedImage')} = {flags} lacks ATTN; SUV of an image "
+            f"{dataset_name(first)}: {tag_text('CorrectedImage')} = {flags} lacks ATTN; SUV of an "
+            "image "
             "without attenuation correction is meaningless"
         )
 
@@ -249,7 +233,7 @@ def suv_bw_factor(
 
     * Units BQML (0054,1001): weight_g / dose_bq decayed to the decay-correction time.
       DecayCorrection (0054,1102) START: decayed from the injection to the scan reference
-      time by the QIBA rule (:func:`homing.dicom.ingest.scan_start_datetime`: SeriesDate/Time
+      time by the QIBA rule (:func:`homing.dicom.times.scan_start_datetime`: SeriesDate/Time
       unless it is later than the earliest AcquisitionDate/Time, then GE private (0009,100D),
       else the earliest acquisition). ADMIN: not decayed. NONE: HomingError (each frame
       would need its own time; QIBA does not define SUV for it).
@@ -274,23 +258,23 @@ def suv_bw_factor(
     if not datasets:
         raise HomingError("suv_bw_factor needs at least one instance")
     first = datasets[0]
-    path = _name(first)
-    units = _units(datasets)
+    path = dataset_name(first)
+    units = emission_units(datasets)
     if units == "GML":
         return [1.0] * len(datasets)
 
-    decay_corr = _decay_correction(datasets, {}, {})
+    decay_corr = decay_correction_of(datasets, {}, {})
     _check_attenuation_corrected(first)
-    _check_corrected_image(first, decay_corr, warn)
+    check_corrected_image(first, decay_corr, warn)
     if decay_corr == "NONE":
         raise HomingError(
-            f"{path}: {_tag('DecayCorrection')} is NONE; an SUV factor needs a decay-corrected "
+            f"{path}: {tag_text('DecayCorrection')} is NONE; an SUV factor needs a decay-corrected "
             "image (START or ADMIN). Reconstruct with decay correction"
         )
-    _series_value(datasets, lambda d: _str_or_none(d.get("PatientWeight")), "PatientWeight")
+    series_value(datasets, lambda d: str_or_none(d.get("PatientWeight")), "PatientWeight")
     for keyword in ("RadionuclideTotalDose", "RadionuclideHalfLife"):
-        _series_value(datasets, lambda d, k=keyword: _rp_value(d, k), _tag(keyword))
-    _series_value(datasets, _series_datetime, "SeriesDate/SeriesTime")
+        series_value(datasets, lambda d, k=keyword: rp_value(d, k), tag_text(keyword))
+    series_value(datasets, series_datetime, "SeriesDate/SeriesTime")
 
     if units == "CNTS":
         suv_factors = [_philips_suv_scale_factor(ds) for ds in datasets]
@@ -299,7 +283,7 @@ def suv_bw_factor(
             return [float(f) for f in suv_factors]
 
     weight_g = _weight_g(first)
-    dose_bq = _dose_bq(first, {}, {})
+    dose_bq = injected_dose_bq(first, {}, {})
     hl_s = _half_life_s(first, half_life_s)
     reference, source = scan_start_datetime(datasets, warn)
     injection = injection_datetime(datasets, reference, warn)
@@ -308,12 +292,12 @@ def suv_bw_factor(
         raise HomingError(
             f"{path}: injection {injection.isoformat()} is {after_s:.0f} s after the scan "
             f"reference time ({source}: {reference.isoformat()}); check "
-            f"{_tag('RadiopharmaceuticalStartDateTime')}, or allow an injection during a "
+            f"{tag_text('RadiopharmaceuticalStartDateTime')}, or allow an injection during a "
             "dynamic scan"
         )
     if decay_corr == "ADMIN":
         reference = injection
-    factor = weight_g / decayed_dose_bq(dose_bq, injection, reference, hl_s)
+    factor = suv_bw_per_bq_per_ml(weight_g, decayed_dose_bq(dose_bq, injection, reference, hl_s))
     if not math.isfinite(factor):
         raise HomingError(f"{path}: SUV factor is not finite (weight, dose or times are odd)")
 
@@ -322,5 +306,5 @@ def suv_bw_factor(
             "Units CNTS: SUV factor = Philips ActivityConcentrationScaleFactor (7053,1009) x "
             "weight / decayed dose"
         )
-        return [_philips_factor(ds) * factor for ds in datasets]
+        return [philips_factor(ds) * factor for ds in datasets]
     return [factor] * len(datasets)

@@ -23,6 +23,7 @@ from homing.core.decay import (
     seconds_between,
 )
 from homing.core.nuclides import lookup
+from homing.core.suv import suv_bw_per_bq_per_ml
 
 
 def to_injection_factor(sidecar: dict) -> float | np.ndarray:
@@ -253,7 +254,7 @@ def organ_table(
                 "percent_injected_dose": 100.0 * total_inj / injected_bq,
                 "tissue_density_g_per_ml": tissue_density_g_per_ml,
                 "percent_id_per_g": 100.0 * mean_inj / (injected_bq * tissue_density_g_per_ml),
-                "suv_bw_g_per_ml": mean_inj / (injected_bq / weight_g),
+                "suv_bw_g_per_ml": mean_inj * suv_bw_per_bq_per_ml(weight_g, injected_bq),
                 "label_equivalent_cells": total_inj * cells_per_bq,
                 "flags": ";".join(flags),
             }
