@@ -204,8 +204,7 @@ def select_series(
                 return s
         raise HomingError(
             f"{folder}: no series with {tag_text('SeriesInstanceUID')} {series_uid}; series "
-            "found:\n"
-            f"{listing}"
+            f"found:\n{listing}"
         )
     candidates = [s for s in series if s.modality in modalities]
     if len(candidates) == 1:

@@ -112,8 +112,7 @@ def enhanced_frames(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
         raise HomingError(
             f"{path}: Enhanced multi-frame DICOM with {len(per_frame)} items in "
             f"{tag_text(ENHANCED_FRAME_GROUPS)} but {tag_text('NumberOfFrames')} = {nframes}; the "
-            "file "
-            "is incomplete or corrupt and multi-frame data without per-frame groups is not "
+            "file is incomplete or corrupt and multi-frame data without per-frame groups is not "
             "supported: export the series again (Enhanced or one file per slice)"
         )
     shared_seq = ds.get("SharedFunctionalGroupsSequence")
@@ -143,8 +142,7 @@ def enhanced_frames(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
         if content is None:
             raise HomingError(
                 f"{where}: missing {tag_text('FrameContentSequence')}; the frame cannot be placed "
-                "in "
-                "the stack or in time. Export the series again"
+                "in the stack or in time. Export the series again"
             )
         for kw in ("StackID", "InStackPositionNumber", "TemporalPositionIndex"):
             if content.get(kw) not in (None, ""):

@@ -64,8 +64,7 @@ def int_value(ds: pydicom.Dataset, keyword: str) -> int:
     except (TypeError, ValueError) as exc:
         raise HomingError(
             f"{dataset_name(ds)}: missing or invalid {tag_text(keyword)} = {ds.get(keyword)!r}; "
-            "the file "
-            "is incomplete: export the series again"
+            "the file is incomplete: export the series again"
         ) from exc
 
 

@@ -53,8 +53,7 @@ def pixel_array(ds: pydicom.Dataset, path: Path | str, frames: int = 0) -> np.nd
     except Exception as exc:  # noqa: BLE001
         raise HomingError(
             f"{path}: cannot decode {tag_text('PixelData')} ({type(exc).__name__}: {exc}); the "
-            "file "
-            "is truncated or uses a compression pydicom cannot read: export it uncompressed"
+            "file is truncated or uses a compression pydicom cannot read: export it uncompressed"
         ) from exc
     if frames:
         if arr.ndim == 2 and frames == 1:

@@ -46,8 +46,7 @@ def resolve_nuclide(first: pydicom.Dataset, overrides: dict, value_sources: dict
             raise HomingError(
                 f"{path}: {tag_text('RadionuclideCodeSequence')} says {dicom.name} but scans.tsv "
                 f"column {sheet_column('tracer_nuclide')} says {sheet.name}; correct the sheet "
-                "(or, "
-                "if the header is wrong, fix it in the DICOM export)"
+                "(or, if the header is wrong, fix it in the DICOM export)"
             )
         return sheet
     code_value, meaning = coded_value(radiopharm_item(first), "RadionuclideCodeSequence")
@@ -94,8 +93,7 @@ def check_half_life(first: pydicom.Dataset, nuc: Nuclide, decay_corr: str, warn:
         return
     msg = (
         f"{dataset_name(first)}: {tag_text('RadionuclideHalfLife')} = {dicom_hl:g} s disagrees "
-        "with "
-        f"{nuc.name} ({nuc.half_life_s:g} s) by more than {HALF_LIFE_RTOL:.0%}"
+        f"with {nuc.name} ({nuc.half_life_s:g} s) by more than {HALF_LIFE_RTOL:.0%}"
     )
     if decay_corr == "NONE":
         warn.append(msg + "; the image is not decay-corrected, so the table value is used")
@@ -176,10 +174,54 @@ def tracer_name_of(first: pydicom.Dataset, overrides: dict, vs: dict, warn: list
         vs["TracerName"] = "missing"
         warn.append(
             f"{tag_text('Radiopharmaceutical')} missing; set column {sheet_column('tracer_name')} "
-            "in "
-            "scans.tsv"
+            "in scans.tsv"
         )
     return name
+
+
+def _sheet_injection(
+    first: pydicom.Dataset, overrides: dict, scan_start: datetime, vs: dict, warn: list, admin: bool
+) -> tuple[datetime, datetime | None, datetime]:
+    """(sheet injection, the scanner's injection or None, scan start on the sheet's clock)
+    when scans.tsv gives injection_datetime (see :func:`resolve_injection`)."""
+    path = dataset_name(first)
+    column = f"scans.tsv column {sheet_column('injection_datetime')}"
+    injection, aligned_start = as_comparable(overrides["injection_datetime"], scan_start, column)
+    if aligned_start.tzinfo is not scan_start.tzinfo:
+        vs["TimezoneOffset"] = "scans.tsv"
+        warn.append(
+            f"the DICOM has no {tag_text('TimezoneOffsetFromUTC')}; its times are taken at the "
+            f"offset of {column} ({injection.isoformat()})"
+        )
+    vs["InjectionDateTime"] = "scans.tsv"
+    why = ""
+    try:
+        dicom_inj, dicom_source = dicom_injection(first, scan_start, [])
+    except HomingError as exc:
+        dicom_inj, dicom_source, why = None, None, f" ({exc})"
+    if dicom_inj is not None:
+        _, dicom_inj = on_one_clock(injection, dicom_inj)
+    if dicom_source is not None and dicom_source.startswith("RadiopharmaceuticalStartTime"):
+        days = round(seconds_between(dicom_inj, injection) / 86400.0)
+        if days:
+            dicom_inj += timedelta(days=days)
+            warn.append(
+                f"{tag_text('RadiopharmaceuticalStartTime')} has no date; the scanner's "
+                f"injection time is taken on the date nearest {column}: "
+                f"{dicom_inj.isoformat()}"
+            )
+    scan_start = aligned_start
+    if admin and dicom_inj is None:
+        raise HomingError(
+            f"{path}: {tag_text('DecayCorrection')} is ADMIN: the scanner decay-corrected the "
+            "image to the injection time it was given, but the DICOM has no "
+            f"{'usable ' if why else ''}{tag_text('RadiopharmaceuticalStartDateTime')} or "
+            f"{tag_text('RadiopharmaceuticalStartTime')}{why}, so that time is unknown and "
+            f"{column} ({injection.isoformat()}) cannot be assumed to be it. Export the "
+            "series again with the radiopharmaceutical start time in the header (or "
+            "reconstruct it with DecayCorrection START)"
+        )
+    return injection, dicom_inj, scan_start
 
 
 def resolve_injection(
@@ -207,44 +249,9 @@ def resolve_injection(
     """
     path = dataset_name(first)
     if overrides.get("injection_datetime") is not None:
-        column = f"scans.tsv column {sheet_column('injection_datetime')}"
-        injection, aligned_start = as_comparable(
-            overrides["injection_datetime"], scan_start, column
+        injection, dicom_inj, scan_start = _sheet_injection(
+            first, overrides, scan_start, vs, warn, admin
         )
-        if aligned_start.tzinfo is not scan_start.tzinfo:
-            vs["TimezoneOffset"] = "scans.tsv"
-            warn.append(
-                f"the DICOM has no {tag_text('TimezoneOffsetFromUTC')}; its times are taken at the "
-                f"offset of {column} ({injection.isoformat()})"
-            )
-        vs["InjectionDateTime"] = "scans.tsv"
-        why = ""
-        try:
-            dicom_inj, dicom_source = dicom_injection(first, scan_start, [])
-        except HomingError as exc:
-            dicom_inj, dicom_source, why = None, None, f" ({exc})"
-        if dicom_inj is not None:
-            _, dicom_inj = on_one_clock(injection, dicom_inj)
-        if dicom_source is not None and dicom_source.startswith("RadiopharmaceuticalStartTime"):
-            days = round(seconds_between(dicom_inj, injection) / 86400.0)
-            if days:
-                dicom_inj += timedelta(days=days)
-                warn.append(
-                    f"{tag_text('RadiopharmaceuticalStartTime')} has no date; the scanner's "
-                    f"injection time is taken on the date nearest {column}: "
-                    f"{dicom_inj.isoformat()}"
-                )
-        scan_start = aligned_start
-        if admin and dicom_inj is None:
-            raise HomingError(
-                f"{path}: {tag_text('DecayCorrection')} is ADMIN: the scanner decay-corrected the "
-                "image to the injection time it was given, but the DICOM has no "
-                f"{'usable ' if why else ''}{tag_text('RadiopharmaceuticalStartDateTime')} or "
-                f"{tag_text('RadiopharmaceuticalStartTime')}{why}, so that time is unknown and "
-                f"{column} ({injection.isoformat()}) cannot be assumed to be it. Export the "
-                "series again with the radiopharmaceutical start time in the header (or "
-                "reconstruct it with DecayCorrection START)"
-            )
     else:
         dicom_inj, dicom_source = dicom_injection(first, scan_start, warn)
         if dicom_inj is None:

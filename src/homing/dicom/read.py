@@ -113,8 +113,7 @@ def _load_instances(
             raise HomingError(
                 f"{dataset_name(ds)}: multi-frame DICOM without per-frame functional groups "
                 f"({tag_text('NumberOfFrames')} = {nframes}) is not supported yet; export the "
-                "series "
-                "as one file per slice or as an Enhanced (functional-group) object"
+                "series as one file per slice or as an Enhanced (functional-group) object"
             )
         datasets.append(ds)
     if 0 < n_enhanced < len(files):
@@ -223,8 +222,7 @@ def _check_in_stack(datasets: list[pydicom.Dataset], source: str, ordered: bool)
             raise HomingError(
                 f"{source}: {tag_text('InStackPositionNumber')} {number} occurs twice ("
                 f"{dataset_name(seen[number])} and {dataset_name(ds)}); the Enhanced object holds "
-                "a duplicate "
-                "frame: export the series again"
+                "a duplicate frame: export the series again"
             )
         seen[number] = ds
     present = sorted(numbers)
@@ -311,14 +309,9 @@ def read_volume(
     return data, affine, groups[0]
 
 
-def stack_volume(
-    datasets: list[pydicom.Dataset], source: str
-) -> tuple[np.ndarray, np.ndarray, list[pydicom.Dataset]]:
-    """One 3D volume from the slices of one time frame (see :func:`read_volume`)."""
+def _check_same_geometry(datasets: list[pydicom.Dataset], iop, spacing, rows: int, cols: int):
+    """Every slice has the first slice's size, orientation and pixel spacing (mm)."""
     first = datasets[0]
-    iop = float_values(first, "ImageOrientationPatient", 6, dataset_name(first))
-    spacing = float_values(first, "PixelSpacing", 2, dataset_name(first))
-    rows, cols = int_value(first, "Rows"), int_value(first, "Columns")
     for ds in datasets[1:]:
         p = dataset_name(ds)
         if (int_value(ds, "Rows"), int_value(ds, "Columns")) != (rows, cols):
@@ -331,16 +324,17 @@ def stack_volume(
         ):
             raise HomingError(
                 f"{p}: {tag_text('ImageOrientationPatient')} differs from {dataset_name(first)}; "
-                "the "
-                "series mixes slice orientations (e.g. a localizer): separate them"
+                "the series mixes slice orientations (e.g. a localizer): separate them"
             )
         if not np.allclose(float_values(ds, "PixelSpacing", 2, p), spacing, atol=GEOMETRY_ATOL):
             raise HomingError(
                 f"{p}: {tag_text('PixelSpacing')} differs from {dataset_name(first)}; the series "
-                "mixes "
-                "pixel sizes"
+                "mixes pixel sizes"
             )
 
+
+def _slice_axes(first: pydicom.Dataset, iop: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(row direction, column direction, slice normal): unit vectors in LPS."""
     row_cos, col_cos = iop[:3], iop[3:]
     if not (
         abs(np.linalg.norm(row_cos) - 1) < 1e-3
@@ -349,12 +343,90 @@ def stack_volume(
     ):
         raise HomingError(
             f"{dataset_name(first)}: {tag_text('ImageOrientationPatient')} = {iop.tolist()} is not "
-            "two "
-            "orthogonal unit vectors; the header is corrupt"
+            "two orthogonal unit vectors; the header is corrupt"
         )
     normal = np.cross(row_cos, col_cos)
     normal /= np.linalg.norm(normal)
+    return row_cos, col_cos, normal
 
+
+def _check_positions(proj, ipps, normal, datasets, source: str) -> float:
+    """Slice step in mm along the normal of a stack of ≥ 2 slices sorted by ``proj`` (mm):
+    no duplicate positions, even spacing (:func:`_check_spacing`), no gantry tilt."""
+    n = len(datasets)
+    diffs = np.diff(proj)
+    dup = np.flatnonzero(diffs <= POSITION_ATOL_MM + 1e-6 * np.abs(proj[1:]))
+    if dup.size:
+        a, b = datasets[dup[0]], datasets[dup[0] + 1]
+        what = (
+            "a dynamic (multi-frame-in-time) series whose time frames cannot be told apart "
+            f"consistently ({tag_text('TemporalPositionIndex')}, {tag_text('ImageIndex')} with "
+            f"{tag_text('NumberOfTimeSlices')}, {tag_text('FrameReferenceTime')} or "
+            f"{tag_text('AcquisitionTime')} must split it into frames that each hold every "
+            "slice once): export the complete dynamic series, or one static frame"
+            if _dynamic_hint(a, b)
+            else "remove the duplicate file"
+        )
+        raise HomingError(
+            f"{source}: duplicate slice position {proj[dup[0]]:.4f} mm along the slice "
+            f"normal in {dataset_name(a)} and {dataset_name(b)} "
+            f"({tag_text('ImagePositionPatient')}); "
+            f"{what}"
+        )
+    step = (proj[-1] - proj[0]) / (n - 1)
+    _check_spacing(proj, diffs, step, datasets, source)
+    # Gantry tilt / shear: the slice-to-slice displacement must follow the normal.
+    disp = ipps - ipps[0]
+    perp = disp - np.outer(disp @ normal, normal)
+    perp_len = np.linalg.norm(perp, axis=1)
+    along = np.abs(disp @ normal)
+    tilted = np.flatnonzero(perp_len > TILT_TOLERANCE * along + POSITION_ATOL_MM * 10)
+    if tilted.size:
+        idx = int(tilted[-1])
+        angle = math.degrees(math.atan2(perp_len[idx], along[idx]))
+        raise HomingError(
+            f"{source}: slices are not stacked along the slice normal (gantry tilt or "
+            f"sheared stack, about {angle:.2f} deg; {tag_text('GantryDetectorTilt')} = "
+            f"{datasets[0].get('GantryDetectorTilt', 'absent')}); "
+            f"{dataset_name(datasets[idx])} "
+            f"is offset by {perp_len[idx]:.3f} mm. Reconstruct/export the series without "
+            "tilt, or resample it to an orthogonal grid first"
+        )
+    return step
+
+
+def _single_slice_step(first: pydicom.Dataset) -> float:
+    """Slice spacing (mm) of a one-slice series, from its header."""
+    thick = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
+    if not thick:
+        raise HomingError(
+            f"{dataset_name(first)}: single-slice series without {tag_text('SliceThickness')}; "
+            "the slice spacing is unknown"
+        )
+    return float(thick)
+
+
+def _pixel_volume(datasets: list[pydicom.Dataset], rows: int, cols: int) -> np.ndarray:
+    """Rescaled values (float32) of sorted slices, indexed (column, row, slice)."""
+    n = len(datasets)
+    data = np.empty((cols, rows, n), dtype=np.float32)
+    for k, ds in enumerate(datasets):
+        slope, intercept = rescale_of(ds, dataset_name(ds))
+        pix = pixel_array(ds, dataset_name(ds)).astype(np.float64)
+        data[:, :, k] = (pix * slope + intercept).T
+    return data
+
+
+def stack_volume(
+    datasets: list[pydicom.Dataset], source: str
+) -> tuple[np.ndarray, np.ndarray, list[pydicom.Dataset]]:
+    """One 3D volume from the slices of one time frame (see :func:`read_volume`)."""
+    first = datasets[0]
+    iop = float_values(first, "ImageOrientationPatient", 6, dataset_name(first))
+    spacing = float_values(first, "PixelSpacing", 2, dataset_name(first))
+    rows, cols = int_value(first, "Rows"), int_value(first, "Columns")
+    _check_same_geometry(datasets, iop, spacing, rows, cols)
+    row_cos, col_cos, normal = _slice_axes(first, iop)
     ipps = np.array(
         [float_values(ds, "ImagePositionPatient", 3, dataset_name(ds)) for ds in datasets]
     )
@@ -365,61 +437,10 @@ def stack_volume(
     n = len(datasets)
 
     if n > 1:
-        diffs = np.diff(proj)
-        dup = np.flatnonzero(diffs <= POSITION_ATOL_MM + 1e-6 * np.abs(proj[1:]))
-        if dup.size:
-            a, b = datasets[dup[0]], datasets[dup[0] + 1]
-            what = (
-                "a dynamic (multi-frame-in-time) series whose time frames cannot be told apart "
-                f"consistently ({tag_text('TemporalPositionIndex')}, {tag_text('ImageIndex')} with "
-                f"{tag_text('NumberOfTimeSlices')}, {tag_text('FrameReferenceTime')} or "
-                f"{tag_text('AcquisitionTime')} must split it into frames that each hold every "
-                "slice once): export the complete dynamic series, or one static frame"
-                if _dynamic_hint(a, b)
-                else "remove the duplicate file"
-            )
-            raise HomingError(
-                f"{source}: duplicate slice position {proj[dup[0]]:.4f} mm along the slice "
-                f"normal in {dataset_name(a)} and {dataset_name(b)} "
-                f"({tag_text('ImagePositionPatient')}); "
-                f"{what}"
-            )
-        step = (proj[-1] - proj[0]) / (n - 1)
-        _check_spacing(proj, diffs, step, datasets, source)
-        # Gantry tilt / shear: the slice-to-slice displacement must follow the normal.
-        disp = ipps - ipps[0]
-        perp = disp - np.outer(disp @ normal, normal)
-        perp_len = np.linalg.norm(perp, axis=1)
-        along = np.abs(disp @ normal)
-        tilted = np.flatnonzero(perp_len > TILT_TOLERANCE * along + POSITION_ATOL_MM * 10)
-        if tilted.size:
-            idx = int(tilted[-1])
-            angle = math.degrees(math.atan2(perp_len[idx], along[idx]))
-            raise HomingError(
-                f"{source}: slices are not stacked along the slice normal (gantry tilt or "
-                f"sheared stack, about {angle:.2f} deg; {tag_text('GantryDetectorTilt')} = "
-                f"{datasets[0].get('GantryDetectorTilt', 'absent')}); "
-                f"{dataset_name(datasets[idx])} "
-                f"is offset by {perp_len[idx]:.3f} mm. Reconstruct/export the series without "
-                "tilt, or resample it to an orthogonal grid first"
-            )
+        step = _check_positions(proj, ipps, normal, datasets, source)
     else:
-        step = None
-
-    if step is None:
-        thick = datasets[0].get("SpacingBetweenSlices") or datasets[0].get("SliceThickness")
-        if not thick:
-            raise HomingError(
-                f"{dataset_name(first)}: single-slice series without {tag_text('SliceThickness')}; "
-                "the slice spacing is unknown"
-            )
-        step = float(thick)
-
-    data = np.empty((cols, rows, n), dtype=np.float32)
-    for k, ds in enumerate(datasets):
-        slope, intercept = rescale_of(ds, dataset_name(ds))
-        pix = pixel_array(ds, dataset_name(ds)).astype(np.float64)
-        data[:, :, k] = (pix * slope + intercept).T
+        step = _single_slice_step(first)
+    data = _pixel_volume(datasets, rows, cols)
 
     lps = np.eye(4)
     lps[:3, 0] = row_cos * spacing[1]  # i: along a row, column spacing

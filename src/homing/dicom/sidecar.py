@@ -53,40 +53,17 @@ _RECON_PARAMETERS = (
 _FILTER_WITH_SIZE = re.compile(r"^(.*?[a-z])[\s_:-]*(\d+(?:\.\d+)?)\s*(?:mm)?$", re.IGNORECASE)
 
 
-def _bids_pet_fields(first: pydicom.Dataset) -> dict:
-    """The PET-BIDS fields the validator requires beyond the quantitative ones: injected mass,
-    specific radioactivity, acquisition mode, reconstruction and attenuation correction.
+def _text(first: pydicom.Dataset, keyword: str) -> str | None:
+    """A text element; multi-valued ones joined with backslashes, empty ones None."""
+    raw = first.get(keyword)
+    if raw is None or isinstance(raw, str):
+        return str_or_none(raw)
+    values = [str(v).strip() for v in raw if str(v).strip()]
+    return "\\".join(values) or None
 
-    Each comes from the DICOM where it holds it (``BIDSValueSources`` says where):
-    AcquisitionMode from SeriesType (0054,1000) value 1 (static/dynamic/...); ReconMethodName
-    and its iterations and subsets from ReconstructionMethod (0054,1103); ReconFilterType/Size from
-    ConvolutionKernel (0018,1210); AttenuationCorrection from AttenuationCorrectionMethod
-    (0054,1101), else the Enhanced AttenuationCorrected (0018,9759) / AttenuationCorrection-
-    Source (0018,9738), else the ATTN flag of CorrectedImage (0028,0051). What the DICOM does
-    not hold gets the specification's "not known" value: "n/a" (text and InjectedMass,
-    SpecificRadioactivity and their units; DICOM has no injected mass, and its
-    RadiopharmaceuticalSpecificActivity (0018,1077) is per amount of substance, i.e. a molar
-    activity, not the Bq/g BIDS wants), ReconMethodParameterLabels/Units ["none"] with no
-    values, and ReconFilterSize [] with ReconFilterType "n/a".
-    """
 
-    def text(keyword: str) -> str | None:
-        raw = first.get(keyword)
-        if raw is None or isinstance(raw, str):
-            return str_or_none(raw)
-        values = [str(v).strip() for v in raw if str(v).strip()]
-        return "\\".join(values) or None
-
-    vs: dict[str, str] = {}
-    out: dict[str, Any] = {
-        "InjectedMass": BIDS_NOT_KNOWN,
-        "InjectedMassUnits": BIDS_NOT_KNOWN,
-        "SpecificRadioactivity": BIDS_NOT_KNOWN,
-        "SpecificRadioactivityUnits": BIDS_NOT_KNOWN,
-    }
-    for key in out:
-        vs[key] = "not in DICOM (n/a)"
-
+def _acquisition_mode(first: pydicom.Dataset, out: dict, vs: dict) -> None:
+    """AcquisitionMode from SeriesType (0054,1000) value 1."""
     series_type = first.get("SeriesType")
     if series_type is not None and not isinstance(series_type, str):
         series_type = series_type[0] if len(series_type) else None
@@ -94,7 +71,10 @@ def _bids_pet_fields(first: pydicom.Dataset) -> dict:
     out["AcquisitionMode"] = series_type.lower() if series_type else BIDS_NOT_KNOWN
     vs["AcquisitionMode"] = "SeriesType" if series_type else "missing (n/a)"
 
-    method = text("ReconstructionMethod")
+
+def _reconstruction(first: pydicom.Dataset, out: dict, vs: dict) -> None:
+    """ReconMethodName and its iterations and subsets from ReconstructionMethod (0054,1103)."""
+    method = _text(first, "ReconstructionMethod")
     labels, values = [], []
     name = method
     for label, pattern in _RECON_PARAMETERS:
@@ -110,7 +90,10 @@ def _bids_pet_fields(first: pydicom.Dataset) -> dict:
     out["ReconMethodParameterValues"] = values
     vs["ReconMethodName"] = "ReconstructionMethod" if method else "missing (n/a)"
 
-    kernel = text("ConvolutionKernel")
+
+def _recon_filter(first: pydicom.Dataset, out: dict, vs: dict) -> None:
+    """ReconFilterType and ReconFilterSize from ConvolutionKernel (0018,1210)."""
+    kernel = _text(first, "ConvolutionKernel")
     if kernel is None:
         out["ReconFilterType"], out["ReconFilterSize"] = BIDS_NOT_KNOWN, []
         vs["ReconFilterType"] = "missing (n/a)"
@@ -123,9 +106,12 @@ def _bids_pet_fields(first: pydicom.Dataset) -> dict:
         out["ReconFilterSize"] = float(match.group(2)) if match else []
         vs["ReconFilterType"] = "ConvolutionKernel"
 
-    ac_method = text("AttenuationCorrectionMethod")
+
+def _attenuation_correction(first: pydicom.Dataset, out: dict, vs: dict) -> None:
+    """AttenuationCorrection from the method, the Enhanced flags, or CorrectedImage."""
+    ac_method = _text(first, "AttenuationCorrectionMethod")
     ac_flag = (str_or_none(first.get("AttenuationCorrected")) or "").upper()
-    ac_source = text("AttenuationCorrectionSource")
+    ac_source = _text(first, "AttenuationCorrectionSource")
     flags = first.get("CorrectedImage")
     if flags is not None:
         flags = [str(f).upper() for f in ([flags] if isinstance(flags, str) else flags)]
@@ -151,8 +137,78 @@ def _bids_pet_fields(first: pydicom.Dataset) -> dict:
     else:
         out["AttenuationCorrection"] = BIDS_NOT_KNOWN
         vs["AttenuationCorrection"] = "missing (n/a)"
+
+
+def _bids_pet_fields(first: pydicom.Dataset) -> dict:
+    """The PET-BIDS fields the validator requires beyond the quantitative ones: injected mass,
+    specific radioactivity, acquisition mode, reconstruction and attenuation correction.
+
+    Each comes from the DICOM where it holds it (``BIDSValueSources`` says where):
+    AcquisitionMode from SeriesType (0054,1000) value 1 (static/dynamic/...); ReconMethodName
+    and its iterations and subsets from ReconstructionMethod (0054,1103); ReconFilterType/Size from
+    ConvolutionKernel (0018,1210); AttenuationCorrection from AttenuationCorrectionMethod
+    (0054,1101), else the Enhanced AttenuationCorrected (0018,9759) / AttenuationCorrection-
+    Source (0018,9738), else the ATTN flag of CorrectedImage (0028,0051). What the DICOM does
+    not hold gets the specification's "not known" value: "n/a" (text and InjectedMass,
+    SpecificRadioactivity and their units; DICOM has no injected mass, and its
+    RadiopharmaceuticalSpecificActivity (0018,1077) is per amount of substance, i.e. a molar
+    activity, not the Bq/g BIDS wants), ReconMethodParameterLabels/Units ["none"] with no
+    values, and ReconFilterSize [] with ReconFilterType "n/a".
+    """
+
+    vs: dict[str, str] = {}
+    out: dict[str, Any] = {
+        "InjectedMass": BIDS_NOT_KNOWN,
+        "InjectedMassUnits": BIDS_NOT_KNOWN,
+        "SpecificRadioactivity": BIDS_NOT_KNOWN,
+        "SpecificRadioactivityUnits": BIDS_NOT_KNOWN,
+    }
+    for key in out:
+        vs[key] = "not in DICOM (n/a)"
+
+    _acquisition_mode(first, out, vs)
+    _reconstruction(first, out, vs)
+    _recon_filter(first, out, vs)
+    _attenuation_correction(first, out, vs)
     out["BIDSValueSources"] = vs
     return out
+
+
+def _decay_correction_time(
+    decay_corr: str, scan_start: datetime, dicom_inj: datetime | None
+) -> tuple[float | None, datetime | None]:
+    """(s after the scan start, datetime) the image is decay-corrected to; None for NONE."""
+    if decay_corr == "START":
+        return 0.0, scan_start
+    if decay_corr == "ADMIN":
+        # Corrected by the scanner to the injection time it was given (the DICOM's), not to a
+        # sheet override: quantification corrects from there to the injection used.
+        return seconds_between(scan_start, dicom_inj), dicom_inj
+    return None, None
+
+
+def _counts_conversion(datasets: list[pydicom.Dataset], warn: list[str]) -> dict:
+    """UnitsConversion of a Philips CNTS series (Bq/mL per count, per instance)."""
+    factors = [philips_factor(ds) for ds in datasets]
+    warn.append(f"{tag_text('Units')} was CNTS: converted to Bq/mL with the Philips factor")
+    return {
+        "OriginalUnits": "CNTS",
+        "Method": "value x Philips ActivityConcentrationScaleFactor (7053,1009), per instance",
+        "FactorMin": min(factors),
+        "FactorMax": max(factors),
+    }
+
+
+def _total_duration_s(beds: list[dict]) -> list[float | None]:
+    """[summed bed durations in s], or [None] when a bed's duration is unknown."""
+    durations = [b["FrameDuration_s"] for b in beds]
+    return [sum(durations)] if None not in durations else [None]
+
+
+def _bed_decay_factors(beds: list[dict]) -> list[float] | None:
+    """The beds' DecayFactor values, or None when any is unknown."""
+    factors = [b["DecayFactor"] for b in beds]
+    return factors if None not in factors else None
 
 
 def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, source: str) -> dict:
@@ -188,34 +244,16 @@ def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, so
     dose_bq = injected_dose_bq(first, overrides, vs)
     weight_kg = body_weight_kg(first, overrides, vs)
 
-    if decay_corr == "START":
-        dc_time, dc_dt = 0.0, scan_start
-    elif decay_corr == "ADMIN":
-        # Corrected by the scanner to the injection time it was given (the DICOM's), not to a
-        # sheet override: quantification corrects from there to the injection used.
-        dc_dt = dicom_inj
-        dc_time = seconds_between(scan_start, dc_dt)
-    else:
-        dc_time, dc_dt = None, None
-
+    dc_time, dc_dt = _decay_correction_time(decay_corr, scan_start, dicom_inj)
     conversion = None
     if units == "CNTS":
-        factors = [philips_factor(ds) for ds in datasets]
-        conversion = {
-            "OriginalUnits": "CNTS",
-            "Method": "value x Philips ActivityConcentrationScaleFactor (7053,1009), per instance",
-            "FactorMin": min(factors),
-            "FactorMax": max(factors),
-        }
-        warn.append(f"{tag_text('Units')} was CNTS: converted to Bq/mL with the Philips factor")
+        conversion = _counts_conversion(datasets, warn)
     elif units == "GML":
         conversion = gml_conversion(
             first, decay_corr, dicom_inj, injection, scan_start, nuc, dose_bq, weight_kg, warn
         )
 
     beds = bed_frames(datasets, warn, scan_start, nuc.half_life_s)
-    durations = [b["FrameDuration_s"] for b in beds]
-    decay_factors = [b["DecayFactor"] for b in beds]
     return {
         "Modality": modality,
         "Manufacturer": str_or_none(first.get("Manufacturer")),
@@ -235,7 +273,7 @@ def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, so
         "InjectionStart": injection_start_s,
         "ScanStart": 0.0,
         "FrameTimesStart": [0.0],
-        "FrameDuration": [sum(durations)] if None not in durations else [None],
+        "FrameDuration": _total_duration_s(beds),
         "BedPositions": beds,
         "Units": "Bq/mL",
         "OriginalUnits": units,
@@ -244,7 +282,7 @@ def emission_sidecar(datasets: list[pydicom.Dataset], overrides: dict | None, so
         "ImageDecayCorrected": decay_corr != "NONE",
         "ImageDecayCorrectionTime": dc_time,
         "DecayCorrectionDateTime": dc_dt.isoformat() if dc_dt else None,
-        "DecayCorrectionFactor": decay_factors if None not in decay_factors else None,
+        "DecayCorrectionFactor": _bed_decay_factors(beds),
         "BodyWeight": weight_kg,
         "ModeOfAdministration": "intravenous",
         **_bids_pet_fields(first),
@@ -281,8 +319,7 @@ def ct_sidecar(datasets: list[pydicom.Dataset], source: str) -> dict:
         if rtype is not None and rtype.upper() not in ("HU", "US"):
             raise HomingError(
                 f"{dataset_name(ds)}: {tag_text('RescaleType')} = {rtype!r}, not HU; export the CT "
-                "in "
-                "Hounsfield units"
+                "in Hounsfield units"
             )
     warn: list[str] = []
     try:

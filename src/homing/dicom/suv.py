@@ -211,14 +211,21 @@ def _check_attenuation_corrected(first: Dataset) -> None:
     if "ATTN" not in flags:
         raise HomingError(
             f"{dataset_name(first)}: {tag_text('CorrectedImage')} = {flags} lacks ATTN; SUV of an "
-            "image "
-            "without attenuation correction is meaningless"
+            "image without attenuation correction is meaningless"
         )
 
 
 # --------------------------------------------------------------------------------------
 # the factor
 # --------------------------------------------------------------------------------------
+
+
+def _check_series_agrees(datasets: list[Dataset]) -> None:
+    """Weight, dose, half-life and series time are the same in every instance."""
+    series_value(datasets, lambda d: str_or_none(d.get("PatientWeight")), "PatientWeight")
+    for keyword in ("RadionuclideTotalDose", "RadionuclideHalfLife"):
+        series_value(datasets, lambda d, k=keyword: rp_value(d, k), tag_text(keyword))
+    series_value(datasets, series_datetime, "SeriesDate/SeriesTime")
 
 
 def suv_bw_factor(
@@ -271,10 +278,7 @@ def suv_bw_factor(
             f"{path}: {tag_text('DecayCorrection')} is NONE; an SUV factor needs a decay-corrected "
             "image (START or ADMIN). Reconstruct with decay correction"
         )
-    series_value(datasets, lambda d: str_or_none(d.get("PatientWeight")), "PatientWeight")
-    for keyword in ("RadionuclideTotalDose", "RadionuclideHalfLife"):
-        series_value(datasets, lambda d, k=keyword: rp_value(d, k), tag_text(keyword))
-    series_value(datasets, series_datetime, "SeriesDate/SeriesTime")
+    _check_series_agrees(datasets)
 
     if units == "CNTS":
         suv_factors = [_philips_suv_scale_factor(ds) for ds in datasets]

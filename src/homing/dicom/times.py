@@ -429,8 +429,7 @@ def dynamic_timing(groups: list[list[pydicom.Dataset]], sidecar: dict, source: s
         if floats[-1] - floats[0] > 1e-6 * floats[-1]:
             warn.append(
                 f"{dataset_name(g[0])}: {tag_text('DecayFactor')} differs between the slices of "
-                "one frame "
-                f"({floats[0]:g}..{floats[-1]:g}); the first slice's value is reported"
+                f"one frame ({floats[0]:g}..{floats[-1]:g}); the first slice's value is reported"
             )
         factors.append(float(g[0].get("DecayFactor")))
     if factors is None:

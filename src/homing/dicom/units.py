@@ -53,8 +53,7 @@ def gml_conversion(
     if decay_corr == "NONE":
         raise HomingError(
             f"{path}: {tag_text('Units')} GML (SUVbw) with {tag_text('DecayCorrection')} NONE "
-            "cannot "
-            "be converted back to Bq/mL unambiguously; export the images in Bq/mL (BQML)"
+            "cannot be converted back to Bq/mL unambiguously; export the images in Bq/mL (BQML)"
         )
     raw_dose = rp_value(first, "RadionuclideTotalDose")
     raw_weight = str_or_none(first.get("PatientWeight"))
