@@ -66,7 +66,8 @@ def main() -> None:
     demo = Path(args.demo) if args.demo else root / "demo"
     if not args.demo:
         subprocess.run(
-            [sys.executable, "-m", "homing", "demo-study", str(demo), "--atlas", str(ATLAS)],
+            [sys.executable, "-m", "homing", "demo-study", str(demo), "--atlas", str(ATLAS),
+             "--config", str(REPO / "config" / "config.yaml")],  # fmt: skip
             check=True,
         )
     config = demo / "config.yaml"

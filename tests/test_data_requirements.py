@@ -124,6 +124,6 @@ def test_atlas_with_a_wrong_checksum_is_not_used(tmp_path, source, monkeypatch):
 
 
 def test_tests_fetch_the_pinned_atlas_into_an_ignored_cache():
-    assert atlas_source() == (cli.ATLAS_URL, cli.ATLAS_SHA256)
+    assert atlas_source() == cli.atlas_pins(REPO / "config" / "config.yaml")
     assert ATLAS_CACHE.relative_to(REPO).parts[0] == ".cache"
     assert ".cache/" in (REPO / ".gitignore").read_text().splitlines()

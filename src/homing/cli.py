@@ -13,20 +13,31 @@ from homing import HomingError
 from homing.quant import roi
 from homing.registration import atlas
 
-#: The pinned public source of the atlas (also the default in config/config.yaml; a test
-#: keeps the two equal).
-ATLAS_URL = (
-    "https://raw.githubusercontent.com/fangq/mcx/d97fd717db78cd7e964606cf127b7e1ce2c55ed8/"
-    "example/digimouse/digimouse.json"
-)
-ATLAS_SHA256 = "beec0ba45efc1de1365ed2012a26f3101c3ba62e4959cec7b40bc00bdeb3bb70"
+#: The study config that pins the atlas's public source (url and sha256): the one copy of
+#: those pins, read by the workflow and by these commands alike.
+DEFAULT_CONFIG = Path("config") / "config.yaml"
 
 
-def _atlas_source(local: str | None, cache_dir: Path) -> Path:
-    return atlas.fetch_source(ATLAS_URL, ATLAS_SHA256, cache_dir / "digimouse.json", local)
+def atlas_pins(config_path: Path = DEFAULT_CONFIG) -> tuple[str, str]:
+    """(url, sha256) of the atlas's pinned source, from the study config's ``atlas`` keys."""
+    config_path = Path(config_path)
+    if not config_path.is_file():
+        raise HomingError(
+            f"{config_path}: no study config here, and it pins the atlas's source (atlas.url, "
+            "atlas.sha256); run homing from the repository root or pass --config"
+        )
+    pins = (yaml.safe_load(config_path.read_text()) or {}).get("atlas") or {}
+    if not pins.get("url") or not pins.get("sha256"):
+        raise HomingError(f"{config_path}: key atlas needs url and sha256 (the pinned source)")
+    return str(pins["url"]), str(pins["sha256"])
 
 
-def _simulate(design_arg: str, outdir: Path, atlas_arg, seed, force: bool, jobs) -> None:
+def _atlas_source(local: str | None, cache_dir: Path, config_path: Path) -> Path:
+    url, sha256 = atlas_pins(config_path)
+    return atlas.fetch_source(url, sha256, cache_dir / "digimouse.json", local)
+
+
+def _simulate(design_arg: str, outdir: Path, atlas_arg, seed, force: bool, jobs, config) -> None:
     from homing.sim import simulate  # the simulator only for the commands that simulate
 
     design = simulate.load_design(simulate.design_path(design_arg))
@@ -37,13 +48,14 @@ def _simulate(design_arg: str, outdir: Path, atlas_arg, seed, force: bool, jobs)
     if done.exists() and not force and yaml.safe_load(done.read_text()) == design:
         print(f"study already complete in {outdir} (use --force to rebuild)")
     else:
-        src = _atlas_source(atlas_arg, outdir.resolve().parent / ".homing-cache")
+        src = _atlas_source(atlas_arg, outdir.resolve().parent / ".homing-cache", config)
         simulate.simulate(design, outdir, src, jobs=jobs)
     cfg = simulate.write_config(outdir, atlas_arg)
     print(f"study: {outdir.resolve()}\nconfig overlay: {cfg}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The ``homing`` command line and its subcommands."""
     parser = argparse.ArgumentParser(prog="homing", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_sim = sub.add_parser(
@@ -66,6 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     p_atlas = sub.add_parser("build-atlas", help="build the atlas template and labels")
     p_atlas.add_argument("outdir", type=Path)
     p_atlas.add_argument("--atlas", default=None, help="local copy of digimouse.json")
+    for p in (p_sim, p_demo, p_atlas):
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=DEFAULT_CONFIG,
+            help="study config whose atlas.url and atlas.sha256 pin the atlas "
+            f"(default: {DEFAULT_CONFIG})",
+        )
+    _add_roi_threshold(sub)
+    return parser
+
+
+def _add_roi_threshold(sub) -> None:
+    """The ``roi-threshold`` subcommand: an isocontour ROI mask within a sphere (mm)."""
     p_roi = sub.add_parser(
         "roi-threshold",
         help="make an ROI mask by thresholding an image within a sphere (isocontour)",
@@ -105,13 +131,19 @@ def main(argv: list[str] | None = None) -> int:
     p_roi.add_argument(
         "--out", type=Path, required=True, metavar="MASK", help="mask to write (.nii.gz)"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     try:
         if args.command in ("simulate", "demo-study"):
             design = args.design if args.command == "simulate" else "demo"
-            _simulate(design, args.outdir, args.atlas, args.seed, args.force, args.jobs)
+            _simulate(
+                design, args.outdir, args.atlas, args.seed, args.force, args.jobs, args.config
+            )
         elif args.command == "build-atlas":
-            src = _atlas_source(args.atlas, args.outdir / ".cache")
+            src = _atlas_source(args.atlas, args.outdir / ".cache", args.config)
             atlas.build_atlas(src, args.outdir)
             print(f"atlas written to {args.outdir}")
         elif args.command == "roi-threshold":

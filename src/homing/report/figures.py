@@ -62,21 +62,9 @@ def save_figure(fig, out_png: Path) -> None:
     plt.close(fig)
 
 
-def registration_qc_figure(
-    ct_hu,
-    labels,
-    affine,
-    title: str,
-    out_png: Path,
-    organ_names: dict[int, str],
-    flagged: bool = False,
-) -> None:
-    """Atlas organ outlines on the CT in three planes through the body's centre.
-
-    ``ct_hu`` and ``labels`` share one grid and RAS ``affine``; both are reoriented to RAS+
-    first so the panels read the same for any scanner orientation. A ``flagged`` scan (QC
-    failed) gets a red title and frame.
-    """
+def _ras_planes(ct_hu, labels, affine) -> tuple[list, int]:
+    """Three planes (name, CT in HU, organ outline labels, pixel aspect) through the body's
+    centre, reoriented to RAS+; and the largest label."""
     import nibabel as nib
     import numpy as np
     from scipy import ndimage
@@ -95,28 +83,48 @@ def registration_qc_figure(
     )
     del body
 
-    def outline(axis: int) -> np.ndarray:
-        """Organ outlines in the plane through the centre normal to ``axis``: voxels whose
-        3×3×3 neighbourhood holds another label, skipping air and soft tissue (the body
-        outline is clear). Computed on the 3 planes around it only: the same values."""
-        c = centre[axis]
-        lo = max(c - 1, 0)
-        slab = np.take(lab, np.arange(lo, min(c + 2, lab.shape[axis])), axis=axis)
-        edge = ndimage.grey_dilation(slab, size=3) != ndimage.grey_erosion(slab, size=3)
-        plane = np.take(np.where(edge & (slab > 1), slab, 0), c - lo, axis=axis)
-        return plane
-
     planes = [
-        (
-            "axial (R → left of image)",
-            ct[:, :, centre[2]],
-            outline(2),
-            zooms[1] / zooms[0],
-        ),
-        ("coronal", ct[:, centre[1], :], outline(1), zooms[2] / zooms[0]),
-        ("sagittal", ct[centre[0], :, :], outline(0), zooms[2] / zooms[1]),
+        ("axial (R → left of image)", ct[:, :, centre[2]], _outline(lab, centre, 2)),
+        ("coronal", ct[:, centre[1], :], _outline(lab, centre, 1)),
+        ("sagittal", ct[centre[0], :, :], _outline(lab, centre, 0)),
     ]
+    aspects = [zooms[1] / zooms[0], zooms[2] / zooms[0], zooms[2] / zooms[1]]
     n_label = int(lab.max()) if lab.size else 0
+    return [(*p, a) for p, a in zip(planes, aspects, strict=True)], n_label
+
+
+def _outline(lab, centre: list[int], axis: int):
+    """Organ outlines in the plane through ``centre`` normal to ``axis``: voxels whose
+    3×3×3 neighbourhood holds another label, skipping air and soft tissue (the body
+    outline is clear). Computed on the 3 planes around it only: the same values."""
+    import numpy as np
+    from scipy import ndimage
+
+    c = centre[axis]
+    lo = max(c - 1, 0)
+    slab = np.take(lab, np.arange(lo, min(c + 2, lab.shape[axis])), axis=axis)
+    edge = ndimage.grey_dilation(slab, size=3) != ndimage.grey_erosion(slab, size=3)
+    return np.take(np.where(edge & (slab > 1), slab, 0), c - lo, axis=axis)
+
+
+def registration_qc_figure(
+    ct_hu,
+    labels,
+    affine,
+    title: str,
+    out_png: Path,
+    organ_names: dict[int, str],
+    flagged: bool = False,
+) -> None:
+    """Atlas organ outlines on the CT in three planes through the body's centre.
+
+    ``ct_hu`` and ``labels`` share one grid and RAS ``affine``; both are reoriented to RAS+
+    first so the panels read the same for any scanner orientation. A ``flagged`` scan (QC
+    failed) gets a red title and frame.
+    """
+    import numpy as np
+
+    planes, n_label = _ras_planes(ct_hu, labels, affine)
     widths = [p[1].shape[0] for p in planes]
     fig, axes = plt.subplots(1, 3, figsize=(11, 6), gridspec_kw={"width_ratios": widths})
     n_colours = max(22, n_label + 1)  # user ROIs come after the atlas labels

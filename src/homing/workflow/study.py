@@ -389,13 +389,8 @@ class Study:
         return self._sessions_by_animal[animal_id][0]
 
 
-def load_study(config: dict, schemas_dir: Path) -> Study:
-    """Validate config and sheets and check them against each other and the disk."""
-    schemas_dir = Path(schemas_dir)
-    validate_config(config, load_schema(schemas_dir / "config.schema.yaml"))
-    animals_path, scans_path = Path(config["animals"]), Path(config["scans"])
-    animals = read_sheet(animals_path, load_schema(schemas_dir / "animals.schema.yaml"), "animals")
-    scans = read_sheet(scans_path, load_schema(schemas_dir / "scans.schema.yaml"), "scans")
+def _identity_problems(animals, scans, animals_path: Path, scans_path: Path) -> list[str]:
+    """Duplicate animals, scans of unknown animals, and sessions listed twice."""
     problems = []
     for line, dup in animals[animals.animal_id.duplicated()].animal_id.items():
         problems.append(f"{animals_path}: row {line}, column animal_id: {dup!r} appears twice")
@@ -414,6 +409,14 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
             f"{scans_path}: row {line}, columns animal_id+session_id: "
             f"{row.animal_id}/{row.session_id} appears twice"
         )
+    return problems
+
+
+def _resolve_paths(scans: pd.DataFrame, scans_path: Path) -> list[str]:
+    """Make the DICOM folders and ROI masks of ``scans`` absolute (relative ones are relative
+    to the sheet), in place; return the ones that do not exist."""
+    problems: list[str] = []
+    lines = list(scans.index)
     # Columns are built as lists and assigned once: per-cell .loc writes and iterrows cost
     # seconds on a 1,600-scan sheet, and the dry run pays for them on every start.
     folders = {col: scans[col].tolist() for col in ("emission_dicom", "ct_dicom")}
@@ -449,13 +452,12 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
         scans["roi_masks"] = pd.Series(
             resolved_rois, index=scans.index, dtype=scans["roi_masks"].dtype
         )
-    # Nuclides are canonical ("Zr-89" -> "89Zr") from here on: later stages compare names.
-    problems += _canonical_nuclides(scans, "tracer_nuclide", scans_path)
-    exvivo = animals[animals.labelling_method == "ex_vivo"]
-    problems += _canonical_nuclides(exvivo, "label_nuclide", animals_path)
-    animals.loc[exvivo.index, "label_nuclide"] = exvivo.label_nuclide
-    mixed_zones = _mixed_time_zones(animals, scans, animals_path, scans_path)
-    problems += mixed_zones
+    return problems
+
+
+def _labelling_order_problems(exvivo: pd.DataFrame, animals_path: Path) -> list[str]:
+    """Ex vivo labelled animals whose labelling time is after their infusion."""
+    problems: list[str] = []
     for line, labelling, infusion in (
         zip(
             exvivo.index,
@@ -469,11 +471,15 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
         labelled = datetime.fromisoformat(labelling)
         infused = datetime.fromisoformat(infusion)
         where = f"{animals_path}: row {line}, column labelling_datetime"
-        if not mixed_zones and labelled > infused:
+        if labelled > infused:
             problems.append(f"{where}: labelling is after infusion_datetime; check both")
-    if not problems:
-        problems += _label_matches_scans(animals, scans, animals_path, scans_path)
-    problems += _one_animal_per_series(scans, scans_path)
+    return problems
+
+
+def _reference_session_problems(animals, scans, animals_path: Path, scans_path: Path):
+    """A reference_session that is not one of the animal's sessions in scans.tsv."""
+    problems: list[str] = []
+    scan_animals = scans["animal_id"].tolist()
     sessions_of: dict[str, set[str]] = {}
     for animal_id, session_id in zip(scan_animals, scans["session_id"].tolist(), strict=True):
         sessions_of.setdefault(animal_id, set()).add(session_id)
@@ -492,6 +498,31 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
                     f"{animals_path}: row {line}, column reference_session: {animal_id} "
                     f"has no session {ref!r} in {scans_path} (it has {sorted(own)})"
                 )
+    return problems
+
+
+def load_study(config: dict, schemas_dir: Path) -> Study:
+    """Validate config and sheets and check them against each other and the disk."""
+    schemas_dir = Path(schemas_dir)
+    validate_config(config, load_schema(schemas_dir / "config.schema.yaml"))
+    animals_path, scans_path = Path(config["animals"]), Path(config["scans"])
+    animals = read_sheet(animals_path, load_schema(schemas_dir / "animals.schema.yaml"), "animals")
+    scans = read_sheet(scans_path, load_schema(schemas_dir / "scans.schema.yaml"), "scans")
+    problems = _identity_problems(animals, scans, animals_path, scans_path)
+    problems += _resolve_paths(scans, scans_path)
+    # Nuclides are canonical ("Zr-89" -> "89Zr") from here on: later stages compare names.
+    problems += _canonical_nuclides(scans, "tracer_nuclide", scans_path)
+    exvivo = animals[animals.labelling_method == "ex_vivo"]
+    problems += _canonical_nuclides(exvivo, "label_nuclide", animals_path)
+    animals.loc[exvivo.index, "label_nuclide"] = exvivo.label_nuclide
+    mixed_zones = _mixed_time_zones(animals, scans, animals_path, scans_path)
+    problems += mixed_zones
+    if not mixed_zones:
+        problems += _labelling_order_problems(exvivo, animals_path)
+    if not problems:
+        problems += _label_matches_scans(animals, scans, animals_path, scans_path)
+    problems += _one_animal_per_series(scans, scans_path)
+    problems += _reference_session_problems(animals, scans, animals_path, scans_path)
     if problems:
         raise HomingError("inconsistent study sheets:\n  " + "\n  ".join(problems))
     return Study(animals, scans, animals_path, scans_path)
