@@ -66,8 +66,8 @@ def main() -> None:
     demo = Path(args.demo) if args.demo else root / "demo"
     if not args.demo:
         subprocess.run(
-            [sys.executable, "-m", "homing", "demo-study", str(demo), "--atlas", str(ATLAS),
-             "--config", str(REPO / "config" / "config.yaml")],  # fmt: skip
+            [sys.executable, "-m", "homing", "demo-study", str(demo), "--atlas", str(ATLAS)]
+            + ["--config", str(REPO / "config" / "config.yaml")],
             check=True,
         )
     config = demo / "config.yaml"
