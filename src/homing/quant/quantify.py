@@ -173,6 +173,27 @@ def label_equivalent_cells_per_bq(animal: dict, injection: datetime, nuclide: st
     return 1.0 / a_cell_bq
 
 
+def _label_sums(pet_bq_per_ml, labels_on_pet, to_inj, n_labels: int, sidecar: dict):
+    """Per label: PET voxel count, sum and sum of squares of Bq/mL as stored, and (for a
+    per-slice decay factor) the sum of Bq/mL decay-corrected voxel-wise; else None."""
+    flat_lab = labels_on_pet.ravel()
+    flat_val = pet_bq_per_ml.ravel().astype(np.float64)
+    n_pet = np.bincount(flat_lab, minlength=n_labels)
+    sums = np.bincount(flat_lab, weights=flat_val, minlength=n_labels)
+    sq = np.bincount(flat_lab, weights=flat_val**2, minlength=n_labels)
+    sums_inj = None
+    if isinstance(to_inj, np.ndarray):  # per slice (uncorrected multi-bed): voxel-wise first
+        if pet_bq_per_ml.ndim != 3 or to_inj.shape[2] != pet_bq_per_ml.shape[2]:
+            raise HomingError(
+                f"{sidecar.get('SeriesInstanceUID')}: per-slice decay factors for "
+                f"{to_inj.shape[2]} slices (the bed positions of the ingested image) do not "
+                f"fit a PET of shape {pet_bq_per_ml.shape}"
+            )
+        corrected = (pet_bq_per_ml.astype(np.float64) * to_inj).ravel()
+        sums_inj = np.bincount(flat_lab, weights=corrected, minlength=n_labels)
+    return n_pet, sums, sq, sums_inj
+
+
 def organ_table(
     pet_bq_per_ml: np.ndarray,
     labels_on_pet: np.ndarray,
@@ -203,22 +224,8 @@ def organ_table(
     injection = datetime.fromisoformat(sidecar["InjectionDateTime"])
     cells_per_bq = label_equivalent_cells_per_bq(animal, injection, sidecar["TracerRadionuclide"])
     n_labels = int(max(organs.label.max(), labels_on_pet.max(), labels_on_ct.max())) + 1
-    flat_lab = labels_on_pet.ravel()
-    flat_val = pet_bq_per_ml.ravel().astype(np.float64)
-    n_pet = np.bincount(flat_lab, minlength=n_labels)
-    sums = np.bincount(flat_lab, weights=flat_val, minlength=n_labels)
-    sq = np.bincount(flat_lab, weights=flat_val**2, minlength=n_labels)
+    n_pet, sums, sq, sums_inj = _label_sums(pet_bq_per_ml, labels_on_pet, to_inj, n_labels, sidecar)
     n_ct = np.bincount(labels_on_ct.ravel(), minlength=n_labels)
-    sums_inj = None
-    if isinstance(to_inj, np.ndarray):  # per slice (uncorrected multi-bed): voxel-wise first
-        if pet_bq_per_ml.ndim != 3 or to_inj.shape[2] != pet_bq_per_ml.shape[2]:
-            raise HomingError(
-                f"{sidecar.get('SeriesInstanceUID')}: per-slice decay factors for "
-                f"{to_inj.shape[2]} slices (the bed positions of the ingested image) do not "
-                f"fit a PET of shape {pet_bq_per_ml.shape}"
-            )
-        corrected = (pet_bq_per_ml.astype(np.float64) * to_inj).ravel()
-        sums_inj = np.bincount(flat_lab, weights=corrected, minlength=n_labels)
     rows = []
     for organ in organs.itertuples():
         if organ.label == 0:
