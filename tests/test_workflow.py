@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from .conftest import REPO, snakemake
 
@@ -295,6 +296,24 @@ def test_report_and_rerun(full_run, demo_study):
     assert "Nothing to be done" in again.stdout + again.stderr
 
 
+def test_a_cosmetic_sheet_edit_reruns_nothing(full_run, demo_study, tmp_path):
+    """Rules get only the sheet cells they read: renaming the strain, sex or cell product of
+    every animal leaves every result up to date (params are a rerun trigger)."""
+    animals = pd.read_csv(demo_study / "animals.tsv", sep="\t", dtype=str, keep_default_na=False)
+    animals["strain"] = "C57BL/6J"
+    animals["sex"] = "F"
+    animals["cell_product"] = "renamed product"
+    edited = tmp_path / "animals.tsv"
+    animals.to_csv(edited, sep="\t", index=False)
+    overlay = yaml.safe_load((demo_study / "config.yaml").read_text())
+    overlay["animals"] = str(edited)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(overlay))
+    res = snakemake(full_run, "-n", configfile=config)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Nothing to be done" in res.stdout + res.stderr, res.stdout[-3000:]
+
+
 def test_user_and_threshold_rois_flow_through_the_tables(full_run, demo_study, tmp_path):
     """A user mask and a `homing roi-threshold` mask (both in CT space) become rows of the
     organ table beside the atlas organs, taking their voxels from them."""
@@ -466,3 +485,18 @@ def test_every_rule_declares_log_benchmark_threads_memory_and_runtime():
     for name, block in rules.items():
         for key in ("log:", "benchmark:", "threads:", "mem_mb=", "runtime="):
             assert key in block, f"rule {name} declares no {key}"
+
+
+def test_registration_threads_come_from_the_profiles():
+    """Threads are a profile setting (set-threads), not a config key: the rules declare 1 and
+    both profiles name every registration rule."""
+    rules = (REPO / "workflow" / "rules" / "register.smk").read_text()
+    assert 'config["registration"]["threads"]' not in rules
+    for profile in ("default", "slurm"):
+        path = REPO / "workflow" / "profiles" / profile / "profile.yaml"
+        settings = yaml.safe_load(path.read_text())["set-threads"]
+        assert {s.split("=")[0] for s in settings} == {
+            "pet_to_ct",
+            "ct_to_atlas",
+            "ct_to_reference",
+        }

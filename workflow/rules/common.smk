@@ -2,6 +2,7 @@
 # the one helper that names every per-scan file.
 from pathlib import Path
 
+from homing.quant.quantify import ANIMAL_COLUMNS, SCAN_COLUMNS
 from homing.workflow.study import (
     load_study,
     parse_roi_masks,
@@ -57,6 +58,16 @@ def scan_cell(column):
 
 def animal_row(wildcards):
     return STUDY.animal(wildcards.animal)
+
+
+def quantified_animal_fields(wildcards):
+    """Only the animals.tsv cells the organ table reads: a cosmetic edit reruns nothing."""
+    return STUDY.animal_fields(wildcards.animal, ANIMAL_COLUMNS)
+
+
+def quantified_scan_fields(wildcards):
+    """Only the scans.tsv cells the organ table reads."""
+    return STUDY.scan_fields(wildcards.animal, wildcards.session, SCAN_COLUMNS)
 
 
 def goes_to_atlas(animal, session):

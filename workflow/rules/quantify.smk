@@ -25,8 +25,8 @@ rule quantify_scan:
         mem_mb=1000,
         runtime=10,
     params:
-        animal=animal_row,
-        scan=scan_row,
+        animal=quantified_animal_fields,
+        scan=quantified_scan_fields,
         density=config["quantification"]["tissue_density_g_per_ml"],
         small_organ_ml=config["quantification"]["small_organ_ml"],
         checks=config["checks"],

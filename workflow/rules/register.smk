@@ -19,7 +19,7 @@ rule pet_to_ct:
         "scan_register_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
-    threads: config["registration"]["threads"]
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -69,7 +69,7 @@ rule ct_to_atlas:
         "scan_register_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
-    threads: config["registration"]["threads"]
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
@@ -96,7 +96,7 @@ rule ct_to_reference:
         "scan_register_{animal}_{session}"
     conda:
         "../envs/homing.yaml"
-    threads: config["registration"]["threads"]
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=30,

@@ -112,6 +112,22 @@ def _per_slice_factor(sidecar: dict, beds: list[dict], scan_after_injection_s: f
 
 #: animals.tsv columns holding times.
 ANIMAL_TIMES = ("labelling_datetime", "infusion_datetime")
+#: The animals.tsv columns the organ tables and their checks read (:mod:`crosscheck`); the
+#: workflow passes these alone, so editing another column (strain, sex, notes) reruns nothing.
+ANIMAL_COLUMNS = (
+    "animal_id",
+    "cohort",
+    "labelling_method",
+    "label_nuclide",
+    "labelling_datetime",
+    "labelling_specific_activity_kbq_per_1e6_cells",
+    "cells_infused",
+    "infusion_datetime",
+    "activity_infused_mbq",
+    "body_weight_g",
+)
+#: The scans.tsv columns the organ tables read (the overrides reach them through ingest).
+SCAN_COLUMNS = ("animal_id", "session_id", "modality")
 
 
 def _as_datetime(value) -> datetime:

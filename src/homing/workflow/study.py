@@ -37,12 +37,35 @@ def _path_of(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
+#: Keys that earlier versions read and this one does not, with where the setting went: a
+#: config that still sets one stops with this rather than being silently ignored.
+MOVED_CONFIG_KEYS = {
+    ("registration", "threads"): "threads are no longer a config key; set them in the "
+    "profile (set-threads: ct_to_atlas=N, in workflow/profiles/*/profile.yaml) or with "
+    "--set-threads ct_to_atlas=N on the command line",
+}
+
+
+def _nested(config: dict, keys: tuple[str, ...]):
+    """config[k1][k2]..., or None where a level is missing."""
+    for key in keys:
+        if not isinstance(config, dict) or key not in config:
+            return None
+        config = config[key]
+    return config
+
+
 def validate_config(config: dict, schema: dict, source: str = "config") -> dict:
     """Validate the config; raise one HomingError listing every problem by key."""
     validator = jsonschema.Draft202012Validator(schema)
     problems = [
         f"{source}: key {_path_of(e)}: {e.message}"
         for e in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    ]
+    problems += [
+        f"{source}: key {'.'.join(keys)}: {value!r}: {why}"
+        for keys, why in MOVED_CONFIG_KEYS.items()
+        if (value := _nested(config, keys)) is not None
     ]
     if problems:
         raise HomingError("invalid configuration:\n  " + "\n  ".join(problems))
@@ -371,6 +394,16 @@ class Study:
     def animal(self, animal_id: str) -> dict:
         """The animals.tsv row of one animal, as a dict."""
         return dict(self._animal_rows[animal_id])
+
+    def animal_fields(self, animal_id: str, columns: tuple[str, ...]) -> dict:
+        """The named cells of one animal's row (columns the sheet lacks are left out)."""
+        row = self._animal_rows[animal_id]
+        return {c: row[c] for c in columns if c in row}
+
+    def scan_fields(self, animal_id: str, session_id: str, columns: tuple[str, ...]) -> dict:
+        """The named cells of one scan's row (columns the sheet lacks are left out)."""
+        row = self._scan_rows[(animal_id, session_id)]
+        return {c: row[c] for c in columns if c in row}
 
     def sessions(self) -> list[tuple[str, str]]:
         """(animal_id, session_id) for every scan, in sheet order."""
