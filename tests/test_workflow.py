@@ -143,7 +143,7 @@ def test_every_expected_output_exists(full_run, demo_study):
             f"pet/sub-{a}_ses-{s}_organs.tsv",
             f"xfm/sub-{a}_ses-{s}_from-pet_to-ct_xfm.mat",
             f"figures/sub-{a}_ses-{s}_desc-regqc_plot.png",
-            f"figures/sub-{a}_ses-{s}_desc-regqc.json",
+            f"qc/sub-{a}_ses-{s}_desc-regqc.json",
         ):
             assert (base / rel).stat().st_size > 0, rel
         first = s == scans[scans.animal_id == a].session_id.iloc[0]
@@ -392,7 +392,7 @@ def test_user_and_threshold_rois_flow_through_the_tables(full_run, demo_study, t
         out / "pet.nii.gz",
         out / "ct.nii.gz",
         out / "ct.tsv",
-        base / "figures" / f"{name}_desc-regqc.json",
+        base / "qc" / f"{name}_desc-regqc.json",
         xfm / f"{name}_from-pet_to-ct_xfm.json",
         {**animal, "animal_id": a},
         {"animal_id": a, "session_id": s, "modality": "PET"},

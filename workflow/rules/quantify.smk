@@ -7,7 +7,7 @@ rule quantify_scan:
         labels_pet=scan_path("pet", "space-pet_dseg.nii.gz"),
         labels_ct=scan_path("anat", "space-ct_dseg.nii.gz"),
         table=scan_path("anat", "space-ct_dseg.tsv"),
-        regqc=scan_path("figures", "desc-regqc.json"),
+        regqc=scan_path("qc", "desc-regqc.json"),
         pet_to_ct=scan_path("xfm", "from-pet_to-ct_xfm.json"),
     output:
         scan_path("pet", "organs.tsv"),
