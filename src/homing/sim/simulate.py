@@ -147,26 +147,7 @@ def simulate(
         for cohort_idx, (cohort, animal_id) in enumerate(animal_ids(design))
         if only_animals is None or animal_id in only_animals
     ]
-    # Animals are independent (own random streams), so they run in parallel processes and
-    # the result does not depend on how many.
-    jobs = max(1, min(jobs or len(os.sched_getaffinity(0)), len(todo)))
-    if jobs == 1:
-        results = [_simulate_animal(*args) for args in todo]
-    else:
-        # fork: the workers inherit the loaded atlas and modules; no re-import per worker.
-        with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
-            results = list(pool.map(_simulate_animal, *zip(*todo, strict=True)))
-    animals_rows, scans_rows, truth_rows, scan_truth_rows = [], [], [], []
-    for animal, scan_rows, rows, scan_truth in results:
-        animals_rows.append(animal)
-        scans_rows += scan_rows
-        truth_rows += rows
-        scan_truth_rows += scan_truth
-
-    write_tsv(pd.DataFrame(animals_rows), tmp / "animals.tsv")
-    write_tsv(pd.DataFrame(scans_rows), tmp / "scans.tsv")
-    write_tsv(pd.DataFrame(truth_rows), tmp / "truth" / "organs.tsv")
-    write_tsv(pd.DataFrame(scan_truth_rows), tmp / "truth" / "scans.tsv")
+    _write_tables(_run_animals(todo, jobs), tmp)
     (tmp / "design.yaml").write_text(
         f"# The design as simulated by `homing simulate` (defaults filled in, seed {seed}).\n"
         + yaml.safe_dump(design, sort_keys=False)
@@ -180,6 +161,33 @@ def simulate(
         "truth": outdir / "truth" / "organs.tsv",
         "truth_scans": outdir / "truth" / "scans.tsv",
     }
+
+
+def _run_animals(todo: list[tuple], jobs: int | None) -> list[tuple]:
+    """:func:`_simulate_animal` for each argument tuple of ``todo``, in order, in up to
+    ``jobs`` processes (default: the CPUs available)."""
+    # Animals are independent (own random streams), so they run in parallel processes and
+    # the result does not depend on how many.
+    jobs = max(1, min(jobs or len(os.sched_getaffinity(0)), len(todo)))
+    if jobs == 1:
+        return [_simulate_animal(*args) for args in todo]
+    # fork: the workers inherit the loaded atlas and modules; no re-import per worker.
+    with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
+        return list(pool.map(_simulate_animal, *zip(*todo, strict=True)))
+
+
+def _write_tables(results: list[tuple], tmp: Path) -> None:
+    """animals.tsv, scans.tsv and the truth tables from the animals' rows, in animal order."""
+    animals_rows, scans_rows, truth_rows, scan_truth_rows = [], [], [], []
+    for animal, scan_rows, rows, scan_truth in results:
+        animals_rows.append(animal)
+        scans_rows += scan_rows
+        truth_rows += rows
+        scan_truth_rows += scan_truth
+    write_tsv(pd.DataFrame(animals_rows), tmp / "animals.tsv")
+    write_tsv(pd.DataFrame(scans_rows), tmp / "scans.tsv")
+    write_tsv(pd.DataFrame(truth_rows), tmp / "truth" / "organs.tsv")
+    write_tsv(pd.DataFrame(scan_truth_rows), tmp / "truth" / "scans.tsv")
 
 
 def _animal_anatomy(
