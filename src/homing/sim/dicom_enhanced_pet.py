@@ -66,6 +66,7 @@ def enhanced_frame_order(nk: int) -> list[int]:
 
 
 def _single(item: Dataset) -> Sequence:
+    """A sequence of one item (most functional group macros hold exactly one)."""
     return Sequence([item])
 
 
