@@ -10,7 +10,7 @@ import pytest
 
 from homing import HomingError
 from homing.core.decay import correct_to, decay_activity, decay_factor, seconds_between
-from homing.core.nuclides import NUCLIDES, lookup
+from homing.core.nuclides import NUCLIDES, nuclide_named
 
 MIN, HOUR, DAY = 60.0, 3600.0, 86400.0
 
@@ -144,7 +144,7 @@ def test_table_matches_domain():
     assert set(NUCLIDES) == set(TABLE_S)
     for name, half_life in TABLE_S.items():
         assert NUCLIDES[name].half_life_s == pytest.approx(half_life, rel=1e-12), name
-        assert lookup(name).half_life_s == pytest.approx(half_life, rel=1e-12), name
+        assert nuclide_named(name).half_life_s == pytest.approx(half_life, rel=1e-12), name
 
 
 @pytest.mark.parametrize(
@@ -169,20 +169,20 @@ def test_table_matches_domain():
     ],
 )
 def test_lookup_accepts_spellings(text, name):
-    nuc = lookup(text)
+    nuc = nuclide_named(text)
     assert nuc.name == name
     assert nuc.half_life_s == pytest.approx(TABLE_S[name], rel=1e-12)
 
 
 def test_metastable_flag():
-    assert lookup("Tc-99m").metastable
-    assert not lookup("89Zr").metastable
+    assert nuclide_named("Tc-99m").metastable
+    assert not nuclide_named("89Zr").metastable
 
 
 @pytest.mark.parametrize("text", ["99Xx", "Zr-90", "99Tc", "Technetium", "C-000A0", "F18-FDG"])
 def test_unknown_nuclide_raises_listing_known(text):
     with pytest.raises(HomingError) as exc:
-        lookup(text, source="scans.tsv: row 7, column tracer_nuclide")
+        nuclide_named(text, source="scans.tsv: row 7, column tracer_nuclide")
     msg = str(exc.value)
     assert "scans.tsv: row 7, column tracer_nuclide" in msg
     assert repr(text) in msg
@@ -193,4 +193,4 @@ def test_unknown_nuclide_raises_listing_known(text):
 @pytest.mark.parametrize("text", ["", "   "])
 def test_empty_nuclide_raises(text):
     with pytest.raises(HomingError, match="empty"):
-        lookup(text)
+        nuclide_named(text)

@@ -22,7 +22,7 @@ import pytest
 
 from homing import HomingError
 from homing.core.decay import decay_factor, on_one_clock, seconds_between
-from homing.core.nuclides import lookup
+from homing.core.nuclides import nuclide_named
 from homing.dicom.ingest import ingest, write_volume
 from homing.quant.quantify import (
     label_equivalent_cells_per_bq,
@@ -32,8 +32,8 @@ from homing.quant.quantify import (
 )
 from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 
-F18 = lookup("18F").half_life_s
-ZR89 = lookup("89Zr").half_life_s
+F18 = nuclide_named("18F").half_life_s
+ZR89 = nuclide_named("89Zr").half_life_s
 LAM_F18 = math.log(2.0) / F18
 SHAPE = (6, 5, 8)
 #: A left-handed grid: slice k steps against the normal of the row and column directions

@@ -192,7 +192,7 @@ def test_dicom_precedence_session_over_cohort_over_scanner(tmp_path):
 
 def test_demo_aliases_become_independent_objects():
     path = simulate.design_path("demo")
-    raw = yaml.load(path.read_text(), Loader=simulate._DesignLoader)  # noqa: S506
+    raw = yaml.load(path.read_text(), Loader=simulate.DesignLoader)  # noqa: S506
     # the YAML really shares the objects (otherwise this test proves nothing)
     assert raw["cohorts"][1]["tracer"] is raw["cohorts"][2]["tracer"]
     assert raw["cohorts"][1]["sessions"] is raw["cohorts"][2]["sessions"]
@@ -227,10 +227,10 @@ def test_exponent_without_sign_is_a_float(tmp_path):
     assert isinstance(mbq, float) and mbq == 50.0
     # plain PyYAML would read these as text: the custom loader is what makes them numbers
     assert yaml.safe_load("x: 1.0e7")["x"] == "1.0e7"
-    assert yaml.load("x: 1.0e7", Loader=simulate._DesignLoader)["x"] == 1.0e7  # noqa: S506
-    assert yaml.load("x: -2.5E-3", Loader=simulate._DesignLoader)["x"] == -2.5e-3  # noqa: S506
-    assert yaml.load("x: 12", Loader=simulate._DesignLoader)["x"] == 12  # noqa: S506
-    assert yaml.load("x: d0", Loader=simulate._DesignLoader)["x"] == "d0"  # noqa: S506
+    assert yaml.load("x: 1.0e7", Loader=simulate.DesignLoader)["x"] == 1.0e7  # noqa: S506
+    assert yaml.load("x: -2.5E-3", Loader=simulate.DesignLoader)["x"] == -2.5e-3  # noqa: S506
+    assert yaml.load("x: 12", Loader=simulate.DesignLoader)["x"] == 12  # noqa: S506
+    assert yaml.load("x: d0", Loader=simulate.DesignLoader)["x"] == "d0"  # noqa: S506
 
 
 def test_demo_cells_infused_is_a_float():

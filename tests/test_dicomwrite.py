@@ -123,7 +123,7 @@ def _affine(datasets) -> np.ndarray:
 def _fail_fourth_save(monkeypatch) -> None:
     """Make the fourth file written from now on fail with "disk full"."""
     calls = {"n": 0}
-    original = dicomwrite._SeriesEncoder.encode
+    original = dicomwrite.SeriesEncoder.encode
 
     def flaky(self, *args, **kwargs):
         calls["n"] += 1
@@ -131,7 +131,7 @@ def _fail_fourth_save(monkeypatch) -> None:
             raise OSError("disk full")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(dicomwrite._SeriesEncoder, "encode", flaky)
+    monkeypatch.setattr(dicomwrite.SeriesEncoder, "encode", flaky)
 
 
 @pytest.mark.parametrize("name", sorted(AFFINES))
@@ -395,7 +395,7 @@ def test_series_encoder_writes_what_pydicom_writes(tmp_path, monkeypatch):
         pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
         return buffer.getvalue()
 
-    monkeypatch.setattr(dicomwrite._SeriesEncoder, "encode", pydicom_bytes)
+    monkeypatch.setattr(dicomwrite.SeriesEncoder, "encode", pydicom_bytes)
     for name, write in series.items():
         theirs = [f.read_bytes() for f in write(tmp_path / f"{name}-pydicom")]
         assert len(theirs) == SHAPE[2]

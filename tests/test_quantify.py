@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from homing import HomingError
-from homing.core.nuclides import lookup
+from homing.core.nuclides import nuclide_named
 from homing.quant.quantify import (
     combine_sessions,
     label_equivalent_cells_per_bq,
@@ -18,8 +18,8 @@ from homing.quant.quantify import (
     with_scan_columns,
 )
 
-ZR = lookup("89Zr").half_life_s
-F18 = lookup("18F").half_life_s
+ZR = nuclide_named("89Zr").half_life_s
+F18 = nuclide_named("18F").half_life_s
 INJ = datetime(2026, 3, 2, 10, 0, 0)
 ORGANS = pd.DataFrame({"label": [0, 1, 2, 3], "name": ["background", "rest", "liver", "tiny"]})
 

@@ -98,7 +98,7 @@ def test_rule_log_pins_itk_threads_to_the_rules_threads(tmp_path, monkeypatch):
     from homing.workflow import stages
 
     monkeypatch.delenv("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", raising=False)
-    with stages.logged(tmp_path / "rule.log", 3):
+    with stages.rule_job(tmp_path / "rule.log", 3):
         assert os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "3"
-    with stages.logged(tmp_path / "rule.log"):
+    with stages.rule_job(tmp_path / "rule.log"):
         assert os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "1"

@@ -4,7 +4,7 @@ from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
 kind = "emission" if sm.rule == "ingest_emission" else "ct"
-with stages.logged(sm.log[0], sm.threads):
+with stages.rule_job(sm.log[0], sm.threads):
     stages.ingest_series(
         sm.input.dicom,
         kind,

@@ -3,7 +3,7 @@ import _homing_src  # noqa: F401
 from homing.workflow import stages
 
 sm = snakemake  # noqa: F821
-with stages.logged(sm.log[0], sm.threads):
+with stages.rule_job(sm.log[0], sm.threads):
     stages.quantify_scan(
         sm.input.pet,
         sm.input.pet_json,

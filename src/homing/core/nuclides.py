@@ -64,7 +64,7 @@ def _canonical(mass: str, meta: str, element: str) -> str | None:
     return name if name in NUCLIDES else None
 
 
-def lookup(text: str, *, source: str = "nuclide") -> Nuclide:
+def nuclide_named(text: str, *, source: str = "nuclide") -> Nuclide:
     """Return the Nuclide for a name or DICOM code such as '89Zr', 'Zr-89', 'Zr89',
     '^89^Zirconium', 'Zirconium-89', '99mTc', 'Tc-99m' or 'C-168A4'.
 

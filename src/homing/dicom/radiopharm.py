@@ -9,7 +9,7 @@ import pydicom
 
 from homing import HomingError
 from homing.core.decay import on_one_clock, seconds_between
-from homing.core.nuclides import Nuclide, lookup
+from homing.core.nuclides import Nuclide, nuclide_named
 from homing.dicom.headers import (
     coded_value,
     dataset_name,
@@ -36,7 +36,7 @@ def resolve_nuclide(first: pydicom.Dataset, overrides: dict, value_sources: dict
     path = dataset_name(first)
     if overrides.get("tracer_nuclide") is not None:
         value_sources["TracerRadionuclide"] = "scans.tsv"
-        sheet = lookup(
+        sheet = nuclide_named(
             str(overrides["tracer_nuclide"]),
             source=f"scans.tsv column {sheet_column('tracer_nuclide')}",
         )
@@ -55,7 +55,7 @@ def resolve_nuclide(first: pydicom.Dataset, overrides: dict, value_sources: dict
         if text is None:
             continue
         try:
-            nuc = lookup(text, source=f"{path}: RadionuclideCodeSequence {where}")
+            nuc = nuclide_named(text, source=f"{path}: RadionuclideCodeSequence {where}")
         except HomingError as exc:
             errors.append(str(exc))
             continue
@@ -74,7 +74,7 @@ def _dicom_nuclide(first: pydicom.Dataset) -> Nuclide | None:
         if text is None:
             continue
         try:
-            return lookup(text)
+            return nuclide_named(text)
         except HomingError:
             continue
     return None

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from homing import HomingError
 from homing.core.decay import activity_per_cell_bq, on_one_clock, seconds_between
-from homing.core.nuclides import lookup
+from homing.core.nuclides import nuclide_named
 from homing.quant.quantify import animal_time, images_the_label
 
 
@@ -121,7 +121,7 @@ def _check_infused_activity(animal: dict, tolerances: dict) -> list:
         float(animal["labelling_specific_activity_kbq_per_1e6_cells"]),
         labelled,
         infused,
-        lookup(str(animal["label_nuclide"])).half_life_s,
+        nuclide_named(str(animal["label_nuclide"])).half_life_s,
     )
     given_bq = float(animal["activity_infused_mbq"]) * 1e6
     if _relative_difference(given_bq, expected_bq) > float(tolerances["dose_tolerance_fraction"]):

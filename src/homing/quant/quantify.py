@@ -22,7 +22,7 @@ from homing.core.decay import (
     on_one_clock,
     seconds_between,
 )
-from homing.core.nuclides import lookup
+from homing.core.nuclides import nuclide_named
 from homing.core.suv import suv_bw_per_bq_per_ml
 
 
@@ -166,7 +166,7 @@ def images_the_label(animal: dict, nuclide: str) -> bool:
     """Whether a scan of ``nuclide`` images the animal's ex vivo label, by canonical name:
     the sheet may write "Zr-89" for the header's "89Zr"."""
     label = animal.get("label_nuclide")
-    return isinstance(label, str) and lookup(label).name == lookup(nuclide).name
+    return isinstance(label, str) and nuclide_named(label).name == nuclide_named(nuclide).name
 
 
 def label_equivalent_cells_per_bq(animal: dict, injection: datetime, nuclide: str) -> float:
@@ -184,7 +184,7 @@ def label_equivalent_cells_per_bq(animal: dict, injection: datetime, nuclide: st
         float(animal["labelling_specific_activity_kbq_per_1e6_cells"]),
         labelled,
         injection,
-        lookup(nuclide).half_life_s,
+        nuclide_named(nuclide).half_life_s,
     )
     return 1.0 / a_cell_bq
 

@@ -9,7 +9,7 @@ from datetime import datetime
 import numpy as np
 
 from homing.core.decay import activity_per_cell_bq, seconds_between
-from homing.core.nuclides import lookup
+from homing.core.nuclides import nuclide_named
 from homing.sim import kinetics
 from homing.sim.design import parse_time
 
@@ -102,5 +102,5 @@ def infused_activity_bq(cohort: dict) -> float:
         label["specific_activity_kbq_per_1e6_cells"],
         parse_time(label["labelling_datetime"]),
         parse_time(cohort["infusion_datetime"]),
-        lookup(label["nuclide"]).half_life_s,
+        nuclide_named(label["nuclide"]).half_life_s,
     )

@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 
 from homing import HomingError
-from homing.core.nuclides import lookup
+from homing.core.nuclides import nuclide_named
 from homing.registration.atlas import ORGANS, Organ
 from homing.sim import kinetics
 
@@ -193,7 +193,7 @@ def _semantic_problems(design: dict) -> list[str]:
             name = nuc.get("nuclide") if isinstance(nuc, dict) else nuc
             if name:
                 try:
-                    lookup(name)
+                    nuclide_named(name)
                 except HomingError as exc:
                     problems.append(f"{where}.{key}.nuclide: {exc}")
         infusion = cohort.get("infusion_datetime")

@@ -13,7 +13,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from homing.core.decay import decay_factor, frame_reference_offset_s, seconds_between
-from homing.core.nuclides import Nuclide, lookup
+from homing.core.nuclides import Nuclide, nuclide_named
+from homing.core.suv import suv_bw_per_bq_per_ml
 from homing.sim.dicom_common import (
     PET_IMAGE_STORAGE,
     SeriesMeta,
@@ -137,7 +138,7 @@ class PetMeta:
     """
 
     radiopharmaceutical: str  # e.g. "89Zr-oxine labelled CAR-T cells"
-    nuclide: str  # canonical name for homing.core.nuclides.lookup, e.g. "89Zr"
+    nuclide: str  # canonical name for homing.core.nuclides.nuclide_named, e.g. "89Zr"
     injected_activity_bq: float  # RadionuclideTotalDose (0018,1074), Bq
     injection_datetime: datetime  # RadiopharmaceuticalStartDateTime / StartTime
     frame_duration_s: float  # written as ActualFrameDuration (0018,1242) in ms
@@ -220,7 +221,7 @@ def check_pet(pet: PetMeta, meta: SeriesMeta) -> Nuclide:
         raise ValueError("frame_durations_s needs frame_starts_s (a dynamic series)")
     if pet.enhanced:
         _check_enhanced(pet)
-    return lookup(pet.nuclide, source="PetMeta.nuclide")
+    return nuclide_named(pet.nuclide, source="PetMeta.nuclide")
 
 
 def time_frames(pet: PetMeta, nt: int | None) -> TimeFrames:
@@ -353,7 +354,7 @@ def philips_suv_scale_factor(pet: PetMeta, meta: SeriesMeta, nuc: Nuclide) -> fl
     dose_at_start = float(pet.injected_activity_bq) * decay_factor(elapsed, nuc.half_life_s)
     if not dose_at_start > 0:
         return None
-    return float(factor) * float(weight) * 1000.0 / dose_at_start
+    return float(factor) * suv_bw_per_bq_per_ml(float(weight) * 1000.0, dose_at_start)
 
 
 def add_philips_block(ds: Dataset, pet: PetMeta, meta: SeriesMeta, nuc: Nuclide) -> None:

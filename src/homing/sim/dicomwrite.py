@@ -109,9 +109,6 @@ __all__ = [
     "write_pet_series",
 ]
 
-# The encoder's name before it moved to dicom_encode: tests patch it here to make a save fail.
-_SeriesEncoder = SeriesEncoder
-
 
 def write_ct_series(
     folder: Path, hu: np.ndarray, affine_ras: np.ndarray, meta: SeriesMeta

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from homing import HomingError
 from homing.core.decay import decay_factor, mean_decay_over_frame, seconds_between
-from homing.core.nuclides import Nuclide, lookup
+from homing.core.nuclides import Nuclide, nuclide_named
 from homing.registration.atlas import ORGANS
 from homing.sim import phantom
 from homing.sim.biology import AnimalBiology, animal_rng, infused_activity_bq
@@ -211,12 +211,12 @@ def session_injection(ctx: ScanContext, rng: np.random.Generator) -> Injection:
     cohort, session = ctx.cohort, ctx.session
     if cohort["labelling_method"] == "ex_vivo":
         return Injection(
-            nuclide=lookup(cohort["label"]["nuclide"]),
+            nuclide=nuclide_named(cohort["label"]["nuclide"]),
             tracer_name=f"{cohort['label']['name']} labelled {cohort['cell_product']}".strip(),
             datetime=parse_time(cohort["infusion_datetime"]),
             dose_bq=infused_activity_bq(cohort),
         )
-    nuclide = lookup(cohort["tracer"]["nuclide"])
+    nuclide = nuclide_named(cohort["tracer"]["nuclide"])
     tracer_name = cohort["tracer"]["name"]
     injection = parse_time(session["tracer_injection"])
     dose_bq = cohort["tracer"]["injected_activity_mbq"] * 1e6 * float(rng.uniform(0.9, 1.1))

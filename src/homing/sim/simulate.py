@@ -108,9 +108,6 @@ __all__ = [
     "write_config",
 ]
 
-# The loader's name before it moved to homing.sim.design (tests read designs with it).
-_DesignLoader = DesignLoader
-
 
 def simulate(
     design: dict | Path | str,

@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def logged(log_path: str | Path, threads: int = 1):
-    """Send stderr, warnings and logging to the rule's log; record any exception there too.
-    A HomingError (bad input) ends the job with its message alone on the console, exit 1.
+def rule_job(log_path: str | Path, threads: int = 1):
+    """The body of one Snakemake job: ITK pinned to the rule's threads, and stderr, warnings
+    and logging sent to the rule's log, with any exception recorded there too. A HomingError
+    (bad input) ends the job with its message alone on the console, exit 1.
 
     ITK (ANTs) gets the rule's ``threads``: unpinned it takes every core of the node, which
     on a cluster oversubscribes the job's allocation."""

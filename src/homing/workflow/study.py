@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from homing import HomingError
-from homing.core.nuclides import lookup
+from homing.core.nuclides import nuclide_named
 
 
 def parse_roi_masks(value, where: str) -> list[tuple[str, Path]]:
@@ -192,7 +192,7 @@ def _canonical_nuclides(sheet: pd.DataFrame, column: str, path: Path) -> list[st
     names = []
     for line, text in zip(sheet.index, sheet[column].tolist(), strict=True):
         try:
-            names.append(lookup(text, source=f"{path}: row {line}, column {column}").name)
+            names.append(nuclide_named(text, source=f"{path}: row {line}, column {column}").name)
         except HomingError as exc:
             names.append(text)
             problems.append(str(exc))
