@@ -1475,7 +1475,7 @@ def fractional_masks(
     pet_labels = np.zeros(shape, dtype=np.uint8, order="F")
     if not len(present):
         return fractions, present, pet_labels
-    lbox = qc._bounding_box(lab > 0, margin_vox=1)
+    lbox = masks.bounding_box(lab > 0, margin_vox=1)
     lab = np.ascontiguousarray(lab[lbox])
     # PET index → index in the labelled box of the CT grid: one affine (the transform is
     # linear), so every sub-voxel centre is placed exactly, without resampling a grid.

@@ -17,7 +17,7 @@ import numpy as np
 
 from homing import HomingError
 from homing.core import io
-from homing.registration import atlas, qc, register
+from homing.registration import atlas, masks, qc, register
 
 # pandas, and ingest, crosscheck, quantify and roi (pandas, pydicom), are imported by the
 # stages that use them: every job is a process of its own, and these imports cost ≈ 0.5 s
@@ -294,7 +294,7 @@ def registration_qc(
     names = table.set_index("label").name.to_dict()
     # The figure needs only the labelled body.
     fig_box = (
-        qc._bounding_box(labels > 0, margin_vox=int(np.ceil(2.0 / min(zooms))))
+        masks.bounding_box(labels > 0, margin_vox=int(np.ceil(2.0 / min(zooms))))
         if labels.any()
         else tuple(slice(0, n) for n in labels.shape)
     )
@@ -326,7 +326,7 @@ def _labels_and_body_box(
     margin = int(np.ceil(margin_mm / register.voxel_edge_mm(affine)))
     boxes = []
     if labels.any():
-        boxes.append(qc._bounding_box(labels > 0, margin_vox=margin))
+        boxes.append(masks.bounding_box(labels > 0, margin_vox=margin))
     try:
         boxes.append(register.body_box(hu, affine, margin_mm=margin_mm))
     except HomingError:
@@ -370,7 +370,7 @@ def quantify_scan(
     # Only the labels' box: the organ volumes count labelled voxels alone, and a micro-CT's
     # whole grid would be counted through a 64-bit copy (1.4 GB for 512×512×680).
     if ct_labels.any():
-        ct_labels = np.ascontiguousarray(ct_labels[qc._bounding_box(ct_labels > 0, 0)])
+        ct_labels = np.ascontiguousarray(ct_labels[masks.bounding_box(ct_labels > 0, 0)])
     table = quantify.organ_table(
         np.asarray(pet_img.dataobj, dtype=np.float32),
         np.asarray(lab_pet.dataobj).astype(np.uint8),
