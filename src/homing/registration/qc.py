@@ -18,6 +18,7 @@ import numpy as np
 from homing import HomingError
 from homing.core.grid import corner_voxels
 from homing.registration import masks
+from homing.registration.ants import RAS_TO_LPS
 
 #: Above this many voxels (in the box holding the CT's body and the labels) the overlap
 #: metrics are computed on every 2nd (3rd, ...) voxel along each axis. The body mask's
@@ -152,10 +153,6 @@ class JacobianImage:
         return self._values
 
 
-#: ITK works in LPS, NIfTI affines are RAS (same voxel index order).
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-
-
 def jacobian_image(warp_path: Path | str) -> JacobianImage:
     """Jacobian determinant (unitless, 1 = volume kept, 0 = folded) of an ANTs displacement
     field on the field's own grid. ``warp_path``: the SyN ``fwdtransforms[0]`` (.nii.gz, 5D
@@ -201,7 +198,7 @@ def _determinant(
     pads = [(2 - (s.start - a), 2 - (b - s.stop)) for s, a, b in zip(box, lo, hi, strict=True)]
     padded = np.pad(u[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], [*pads, (0, 0)], mode="edge")
     # ∂u/∂x = (∂u/∂index) · (∂index/∂x), the latter the inverse of the grid's LPS matrix.
-    to_index = np.linalg.inv(_RAS_TO_LPS @ np.asarray(affine, float)[:3, :3])
+    to_index = np.linalg.inv(RAS_TO_LPS @ np.asarray(affine, float)[:3, :3])
     jac = [[np.full(n, float(i == j)) for j in range(3)] for i in range(3)]
     core = [slice(2, 2 + m) for m in n]
     for axis in range(3):
