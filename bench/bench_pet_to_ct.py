@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from homing.dicom import ingest
-from homing.registration import masks, register
+from homing.registration import images, masks, transforms
 from homing.sim import simulate  # noqa: E402
 from homing.workflow import stages  # noqa: E402
 
@@ -50,7 +50,7 @@ POINT_PITCH_MM = 0.8
 def body_points_ras(ct: Path) -> np.ndarray:
     """Voxel centres (RAS mm) of the CT's body mask on a ≈ POINT_PITCH_MM subsample."""
     img = nib.load(str(ct))
-    voxel = register.voxel_edge_mm(img.affine)
+    voxel = images.voxel_edge_mm(img.affine)
     step = max(1, int(round(POINT_PITCH_MM / voxel)))
     body = masks.body_mask(np.asarray(img.dataobj)[::step, ::step, ::step], voxel * step)
     idx = np.argwhere(body) * step
@@ -60,7 +60,7 @@ def body_points_ras(ct: Path) -> np.ndarray:
 def error_mm(mat: Path, pet_from_ct_ras: np.ndarray, points_ras: np.ndarray) -> float:
     """Mean distance (mm) between where ``mat`` (CT → PET, ITK/LPS) and the true
     ``pet_from_ct_ras`` (RAS) send ``points_ras``."""
-    found = LPS @ register.transform_matrix_lps(mat) @ LPS
+    found = LPS @ transforms.transform_matrix_lps(mat) @ LPS
     pts = np.c_[points_ras, np.ones(len(points_ras))].T
     return float(np.linalg.norm((found @ pts - pet_from_ct_ras @ pts)[:3], axis=0).mean())
 

@@ -33,7 +33,7 @@ import nibabel as nib
 import numpy as np
 
 from homing.dicom import ingest
-from homing.registration import atlas, register
+from homing.registration import atlas, warp
 from homing.registration.qc import dice
 from homing.sim import simulate
 
@@ -132,7 +132,7 @@ def main() -> None:
                     f"{str(out / 'warp.nii.gz')!r}, {v}, 'SyN', 42, {t})"
                 )
             )
-            register.warp_labels(
+            warp.warp_labels(
                 labels, ct[s], [out / "warp.nii.gz", out / "aff.mat"], [False] * 2, out / "i.nii.gz"
             )
             truth = study / "truth" / f"sub-{animal}" / f"ses-{s}" / "labels_ct.nii.gz"
@@ -150,7 +150,7 @@ def main() -> None:
             )
             chain = [out / "rwarp.nii.gz", out / "ref_aff.mat"]
             chain += [ref / "warp.nii.gz", ref / "aff.mat"]
-            register.warp_labels(labels, ct[s], chain, [False] * 4, out / "l.nii.gz")
+            warp.warp_labels(labels, ct[s], chain, [False] * 4, out / "l.nii.gz")
             longi.append((f"{animal}/{s}", scores(out / "l.nii.gz", truth)))
     ct_img = nib.load(work / simulate.animal_ids(design)[0][1] / sessions[0] / "ct.nii.gz")
     print(

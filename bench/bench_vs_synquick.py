@@ -16,14 +16,14 @@ the demo study is compared, and the first scan of the micro-CT study. On each CT
 * synquick: ``ants.registration(type_of_transform="antsRegistrationSyNQuick[s]")`` (rigid,
   affine, SyN; MI; shrink 8, 4, 2, 1, the finest level skipped) at the CT's native voxel.
 
-Both get the same inputs, ``register.working_image``: CT and atlas template cropped to
+Both get the same inputs, ``images.working_image``: CT and atlas template cropped to
 the body's box (2 mm margin), as attenuation (HU + 1000) / 1000 clipped to 0–3, with
 everything outside the body (bed, cradle) set to air. Homing then works on its own grid
 (``working_voxel_mm``); SyNQuick gets the CT at its native voxel (0.2 mm demo, 0.195 mm
 micro-CT) and the template at its own (0.2 mm). Every registration runs alone in its own
 process, with one ITK thread; wall time, CPU time (user + sys) and peak memory (VmHWM) are
 those of that process. The atlas labels are then carried onto the CT's grid through each
-result (nearest label, ``register.warp_labels``) and scored with Dice against the
+result (nearest label, ``warp.warp_labels``) and scored with Dice against the
 simulator's true labels.
 
 Results are kept per scan and method in the work folder (``<method>.json``); a second run
@@ -45,7 +45,7 @@ import yaml
 from bench_registration import ORGANS, run_measured, scores
 
 from homing.dicom import ingest
-from homing.registration import atlas, register
+from homing.registration import atlas, warp
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("homing", "synquick")
@@ -55,8 +55,8 @@ METHODS = ("homing", "synquick")
 SYNQUICK = """
 import shutil, tempfile
 import ants, nibabel as nib
-from homing.registration import register as r
-r.set_threads(1)
+from homing.registration import ants as homing_ants, images as r
+homing_ants.set_threads(1)
 ct, template, out = {ct!r}, {template!r}, {out!r}
 fixed = r.working_image(ct, r.voxel_edge_mm(nib.load(ct).affine))
 moving = r.working_image(template, r.voxel_edge_mm(nib.load(template).affine))
@@ -103,9 +103,7 @@ def compare(
         code = SYNQUICK.format(ct=str(ct), template=str(template), out=str(out), seed=42)
     wall, cpu, mb = run_measured(code)
     chain = [out / f"{method}_warp.nii.gz", out / f"{method}_aff.mat"]
-    register.warp_labels(
-        atlas_files["labels"], ct, chain, [False] * 2, out / f"{method}_labels.nii.gz"
-    )
+    warp.warp_labels(atlas_files["labels"], ct, chain, [False] * 2, out / f"{method}_labels.nii.gz")
     result = {
         "wall_s": wall,
         "cpu_s": cpu,

@@ -247,7 +247,7 @@ def separate_frame_scan(quirks_study, tmp_path_factory):
 
     import pandas as pd
 
-    from homing.registration import register
+    from homing.registration import pet_to_ct
 
     scans = pd.read_csv(quirks_study / "truth" / "scans.tsv", sep="\t", dtype=str)
     row = scans[(scans.animal_id == "QX01") & (scans.session_id == "d5")].iloc[0]
@@ -257,7 +257,7 @@ def separate_frame_scan(quirks_study, tmp_path_factory):
     base = quirks_study / "dicom" / "sub-QX01" / "ses-d5"
     pet = ingest_to(base / "pet", "emission", tmp / "pet")
     ct = ingest_to(base / "ct", "ct", tmp / "ct")
-    record = register.register_pet_to_ct(pet, ct, False, tmp / "x.mat", 42, 1)
+    record = pet_to_ct.register_pet_to_ct(pet, ct, False, tmp / "x.mat", 42, 1)
     return pet, ct, tmp / "x.mat", record, truth
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from homing.quant import quantify
-from homing.registration import qc, register
+from homing.registration import images, pet_to_ct, qc, transforms
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -21,18 +21,18 @@ LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 def ct_body(separate_frame_scan):
     """The CT's working image at the PET's voxel size: the body the QC judges against."""
     pet, ct = separate_frame_scan[:2]
-    return register.working_image(ct, max(register.pet_volume(pet).spacing))
+    return images.working_image(ct, max(images.pet_volume(pet).spacing))
 
 
 def _mean_error_mm(mat: Path, truth_ras: np.ndarray, ct: Path) -> float:
     """Mean distance between found and true CT → PET mapping over the CT's body voxels."""
     img = nib.load(str(ct))
-    box = register.body_box(np.asarray(img.dataobj), img.affine, margin_mm=0.0)
+    box = images.body_box(np.asarray(img.dataobj), img.affine, margin_mm=0.0)
     grid = np.stack(np.meshgrid(*[np.arange(s.start, s.stop, 4) for s in box], indexing="ij"))
     idx = grid.reshape(3, -1)
     body = np.asarray(img.dataobj)[tuple(idx)] > -500
     pts = img.affine @ np.r_[idx[:, body], np.ones((1, body.sum()))]
-    found = LPS @ register.transform_matrix_lps(mat) @ LPS
+    found = LPS @ transforms.transform_matrix_lps(mat) @ LPS
     return float(np.linalg.norm((found @ pts - truth_ras @ pts)[:3], axis=0).mean())
 
 
@@ -60,13 +60,13 @@ def test_pet_shifted_4_mm_off_its_registration_is_flagged(
     unmoved one: the PET now sits 4 mm off its CT, and the QC must say so."""
     pet, _, mat, _, _ = separate_frame_scan
     fixed = ct_body
-    right = register.pet_ct_qc(register.pet_volume(pet), fixed, mat)
+    right = pet_to_ct.pet_ct_qc(images.pet_volume(pet), fixed, mat)
     assert qc.pet_ct_flags(right) == []
     img = nib.load(str(pet))
     moved = img.affine.copy()
     moved[axis, 3] += 4.0
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), moved), tmp_path / "moved.nii.gz")
-    wrong = register.pet_ct_qc(register.pet_volume(tmp_path / "moved.nii.gz"), fixed, mat)
+    wrong = pet_to_ct.pet_ct_qc(images.pet_volume(tmp_path / "moved.nii.gz"), fixed, mat)
     assert qc.pet_ct_flags(wrong) == [qc.FLAG_PET_CT_OUTSIDE], wrong
     assert wrong["activity_outside_body_fraction"] > right["activity_outside_body_fraction"]
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from homing.registration import register
+from homing.registration import ants as reg_ants
+from homing.registration import images, pet_to_ct
 
 from .conftest import ingest_to
 
@@ -26,20 +27,20 @@ def test_ants_grid_matches_itk_reading_of_the_same_nifti(tmp_path):
     arr = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
     nib.save(nib.Nifti1Image(arr, affine), tmp_path / "x.nii.gz")
     read = ants.image_read(str(tmp_path / "x.nii.gz"))
-    made = register.ants_image(arr, affine)
+    made = reg_ants.ants_image(arr, affine)
     assert np.allclose(read.origin, made.origin, atol=1e-5)
     assert np.allclose(read.spacing, made.spacing, atol=1e-6)
     assert np.allclose(read.direction, made.direction, atol=1e-6)
     assert np.array_equal(read.numpy(), made.numpy())
-    assert np.allclose(register.ras_affine(made), affine, atol=1e-5)
+    assert np.allclose(reg_ants.ras_affine(made), affine, atol=1e-5)
     box = (slice(1, 3), slice(2, 5), slice(0, 6))
-    sub = register.crop_affine(affine, box)
+    sub = images.crop_affine(affine, box)
     assert np.allclose(sub @ [0, 0, 0, 1], affine @ [1, 2, 0, 1])
 
 
 def _corners_ras(ct: Path) -> np.ndarray:
     img = nib.load(str(ct))
-    box = register.body_box(np.asarray(img.dataobj), img.affine, margin_mm=0.0)
+    box = images.body_box(np.asarray(img.dataobj), img.affine, margin_mm=0.0)
     idx = np.array(
         [
             [a, b, c, 1.0]
@@ -74,7 +75,7 @@ def test_shared_frame_identity_is_verified_and_a_misplaced_pet_is_caught(demo_st
     base = demo_study / "dicom" / "sub-EX01" / "ses-d0"
     pet = ingest_to(base / "pet", "emission", tmp_path / "pet")
     ct = ingest_to(base / "ct", "ct", tmp_path / "ct")
-    ok = register.register_pet_to_ct(pet, ct, True, tmp_path / "ok.mat", 42, 1)
+    ok = pet_to_ct.register_pet_to_ct(pet, ct, True, tmp_path / "ok.mat", 42, 1)
     assert ok["method"].startswith("identity") and not ok["identity_rejected"]
     assert ok["rigid_rms_displacement_mm"] <= 1.0 < ok["identity_tolerance_mm"]
     corners = _corners_ras(ct)
@@ -84,7 +85,7 @@ def test_shared_frame_identity_is_verified_and_a_misplaced_pet_is_caught(demo_st
     moved = img.affine.copy()
     moved[0, 3] += 3.0
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj), moved), tmp_path / "moved.nii.gz")
-    bad = register.register_pet_to_ct(
+    bad = pet_to_ct.register_pet_to_ct(
         tmp_path / "moved.nii.gz", ct, True, tmp_path / "b.mat", 42, 1
     )
     assert bad["identity_rejected"] and bad["method"] == "rigid (mutual information)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,12 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def copy_file(src: Path | str, path: Path | str) -> None:
+    """Copy a file (e.g. one a tool wrote in a temporary folder) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 def write_text(text: str, path: Path | str) -> None:

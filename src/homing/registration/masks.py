@@ -62,14 +62,23 @@ def bone_mask(hu: np.ndarray, body: np.ndarray, threshold_hu: float = BONE_THRES
     return (np.asarray(hu) > threshold_hu) & body
 
 
-def bounding_box(mask: np.ndarray, margin_vox: int = 0) -> tuple[slice, slice, slice]:
-    """Slices of the smallest box holding ``mask``, widened by ``margin_vox`` (clipped)."""
-    idx = np.argwhere(mask)
-    if idx.size == 0:
-        raise ValueError("empty mask has no bounding box")
-    lo = np.maximum(idx.min(axis=0) - margin_vox, 0)
-    hi = np.minimum(idx.max(axis=0) + 1 + margin_vox, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+def bounding_box(mask: np.ndarray, margin_vox: int = 0) -> tuple[slice, ...]:
+    """Slices of the smallest box holding ``mask``, widened by ``margin_vox`` voxels
+    (clipped to the array); ValueError for an empty mask.
+
+    Found from the mask's projections on the axes, not from a list of voxel indices (24
+    bytes per voxel, ≈ 0.5 GB for a mouse in a 512×512×680 CT; ≈ 30× slower on a demo CT).
+    """
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        hit = np.flatnonzero(np.any(mask, axis=others))
+        if hit.size == 0:
+            raise ValueError("empty mask has no bounding box")
+        lo = max(int(hit[0]) - margin_vox, 0)
+        hi = min(int(hit[-1]) + 1 + margin_vox, mask.shape[axis])
+        box.append(slice(lo, hi))
+    return tuple(box)
 
 
 def _reconstruct(core: np.ndarray, allowed: np.ndarray, radius: int) -> np.ndarray:

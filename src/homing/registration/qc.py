@@ -18,6 +18,7 @@ import numpy as np
 from homing import HomingError
 from homing.core.grid import corner_voxels
 from homing.registration import masks
+from homing.registration.ants import RAS_TO_LPS
 
 #: Above this many voxels (in the box holding the CT's body and the labels) the overlap
 #: metrics are computed on every 2nd (3rd, ...) voxel along each axis. The body mask's
@@ -98,19 +99,6 @@ def qc_stride(n_voxels: int, max_voxels: int = QC_MAX_VOXELS) -> int:
     return s
 
 
-def _bounding_box(mask: np.ndarray, margin_vox: int) -> tuple[slice, ...]:
-    """As :func:`masks.bounding_box`, from the mask's projections on the axes: no list of
-    voxel indices (24 bytes per voxel, ≈ 0.5 GB for a mouse in a 512×512×680 CT)."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hit = np.flatnonzero(np.any(mask, axis=others))
-        lo = max(int(hit[0]) - margin_vox, 0)
-        hi = min(int(hit[-1]) + 1 + margin_vox, mask.shape[axis])
-        box.append(slice(lo, hi))
-    return tuple(box)
-
-
 def registration_metrics(
     hu: np.ndarray,
     labels: np.ndarray,
@@ -137,7 +125,7 @@ def registration_metrics(
     if not candidate.any():
         return {"body_dice": float("nan"), "skeleton_dice": float("nan"), "qc_voxel_mm": edge_mm}
     # A margin of 2 voxels keeps the box's faces in air, so the crop cannot change the mask.
-    box = _bounding_box(candidate, margin_vox=2)
+    box = masks.bounding_box(candidate, margin_vox=2)
     del candidate
     n_box = int(np.prod([s.stop - s.start for s in box]))
     step = qc_stride(n_box, max_voxels)
@@ -163,10 +151,6 @@ class JacobianImage:
 
     def numpy(self) -> np.ndarray:
         return self._values
-
-
-#: ITK works in LPS, NIfTI affines are RAS (same voxel index order).
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
 
 def jacobian_image(warp_path: Path | str) -> JacobianImage:
@@ -214,7 +198,7 @@ def _determinant(
     pads = [(2 - (s.start - a), 2 - (b - s.stop)) for s, a, b in zip(box, lo, hi, strict=True)]
     padded = np.pad(u[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], [*pads, (0, 0)], mode="edge")
     # ∂u/∂x = (∂u/∂index) · (∂index/∂x), the latter the inverse of the grid's LPS matrix.
-    to_index = np.linalg.inv(_RAS_TO_LPS @ np.asarray(affine, float)[:3, :3])
+    to_index = np.linalg.inv(RAS_TO_LPS @ np.asarray(affine, float)[:3, :3])
     jac = [[np.full(n, float(i == j)) for j in range(3)] for i in range(3)]
     core = [slice(2, 2 + m) for m in n]
     for axis in range(3):
@@ -347,7 +331,7 @@ def jacobian_range(warp_path: Path | str, reference) -> tuple[float, float]:
     if not body.any():
         return float("nan"), float("nan")
     # The determinant only in the body's box: the same values, less work.
-    box = _bounding_box(body, margin_vox=0)
+    box = masks.bounding_box(body, margin_vox=0)
     values = _determinant(u, affine, box)[body[box]]
     return float(values.min()), float(values.max())
 

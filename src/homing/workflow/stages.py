@@ -17,7 +17,13 @@ import numpy as np
 
 from homing import HomingError
 from homing.core import io
-from homing.registration import atlas, qc, register
+from homing.registration import atlas, masks, qc
+from homing.registration.ants import set_threads
+from homing.registration.ct_to_atlas import register_ct_to_atlas, register_ct_to_reference
+from homing.registration.fractional import fractional_masks
+from homing.registration.images import body_box, crop_affine, voxel_edge_mm
+from homing.registration.pet_to_ct import register_pet_to_ct
+from homing.registration.warp import resample_to, warp_labels
 
 # pandas, and ingest, crosscheck, quantify and roi (pandas, pydicom), are imported by the
 # stages that use them: every job is a process of its own, and these imports cost ≈ 0.5 s
@@ -34,7 +40,7 @@ def rule_job(log_path: str | Path, threads: int = 1):
 
     ITK (ANTs) gets the rule's ``threads``: unpinned it takes every core of the node, which
     on a cluster oversubscribes the job's allocation."""
-    register.set_threads(threads)
+    set_threads(threads)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log, contextlib.redirect_stderr(log):
@@ -112,7 +118,7 @@ def pet_to_ct(
     same = pet_meta.get("FrameOfReferenceUID") is not None and pet_meta.get(
         "FrameOfReferenceUID"
     ) == ct_meta.get("FrameOfReferenceUID")
-    record = register.register_pet_to_ct(
+    record = register_pet_to_ct(
         pet_nii, ct_nii, same, Path(out_mat), random_seed, threads, identity_tolerance_mm
     )
     if record["identity_rejected"]:
@@ -139,7 +145,7 @@ def pet_to_ct(
 def pet_on_ct_grid(pet_nii: Path, ct_nii: Path, pet_to_ct_mat: Path, out_nii: Path) -> None:
     """The PET resampled onto the CT's grid through the PET → CT transform (linear, 0
     outside the CT's body box): for drawing ROIs in CT space (``homing roi-threshold``)."""
-    register.resample_to(pet_nii, ct_nii, [Path(pet_to_ct_mat)], [False], Path(out_nii))
+    resample_to(pet_nii, ct_nii, [Path(pet_to_ct_mat)], [False], Path(out_nii))
 
 
 def ct_to_atlas(
@@ -153,7 +159,7 @@ def ct_to_atlas(
     threads: int,
 ) -> None:
     """Atlas template → CT registration (affine + SyN at the working resolution)."""
-    register.register_ct_to_atlas(
+    register_ct_to_atlas(
         ct_nii,
         template,
         Path(out_affine),
@@ -175,7 +181,7 @@ def ct_to_reference(
     threads: int,
 ) -> None:
     """The animal's reference-session CT → this session's CT (affine + SyN)."""
-    register.register_ct_to_reference(
+    register_ct_to_reference(
         ct_nii,
         reference_ct,
         Path(out_affine),
@@ -209,7 +215,7 @@ def labels_to_scan(
 
     from homing.quant import roi
 
-    lab_img = register.warp_labels(
+    lab_img = warp_labels(
         atlas_labels, ct_nii, [Path(t) for t in transforms], [False] * len(transforms), out_ct
     )
     table = pd.read_csv(atlas_table, sep="\t")[["label", "name"]]
@@ -225,7 +231,7 @@ def labels_to_scan(
         io.write_nifti(lab_img, out_ct)
     io.write_tsv(table, Path(out_ct_tsv))
     # The label map in memory, as written: not read back from the file.
-    fractions, present, pet_labels = register.fractional_masks(
+    fractions, present, pet_labels = fractional_masks(
         lab_img, pet_nii, pet_to_ct_mat, supersampling
     )
     pet_aff = nib.load(str(pet_nii)).affine
@@ -282,7 +288,7 @@ def registration_qc(
         hu, np.where(atlas_only[labels], labels, 0), zooms, skeleton_label=skeleton
     )
     # This CT's box, already read, for the warps registered on it (its body lies within).
-    in_memory = nib.Nifti1Image(hu, register.crop_affine(ct.affine, box))
+    in_memory = nib.Nifti1Image(hu, crop_affine(ct.affine, box))
     ranges = [
         qc.jacobian_range(w, in_memory if Path(g) == Path(ct_nii) else g)
         for w, g in zip(warps, warp_grids, strict=True)
@@ -295,7 +301,7 @@ def registration_qc(
     names = table.set_index("label").name.to_dict()
     # The figure needs only the labelled body.
     fig_box = (
-        qc._bounding_box(labels > 0, margin_vox=int(np.ceil(2.0 / min(zooms))))
+        masks.bounding_box(labels > 0, margin_vox=int(np.ceil(2.0 / min(zooms))))
         if labels.any()
         else tuple(slice(0, n) for n in labels.shape)
     )
@@ -309,7 +315,7 @@ def registration_qc(
     figures.registration_qc_figure(
         hu[fig_box],
         labels[fig_box],
-        register.crop_affine(register.crop_affine(ct.affine, box), fig_box),
+        crop_affine(crop_affine(ct.affine, box), fig_box),
         f"{title}\n{subtitle}",
         Path(out_png),
         names,
@@ -322,14 +328,14 @@ def _labels_and_body_box(
 ) -> tuple[slice, ...]:
     """Box (voxel slices) holding the labels and the body of the CT ``hu`` (an array or a
     nibabel array proxy; grid ``affine``), widened by ``margin_mm``: the body from a strided
-    read of the CT (register.body_box), so that its voxels are never all in memory.
+    read of the CT (images.body_box), so that its voxels are never all in memory.
     The whole grid when there is neither."""
-    margin = int(np.ceil(margin_mm / register.voxel_edge_mm(affine)))
+    margin = int(np.ceil(margin_mm / voxel_edge_mm(affine)))
     boxes = []
     if labels.any():
-        boxes.append(qc._bounding_box(labels > 0, margin_vox=margin))
+        boxes.append(masks.bounding_box(labels > 0, margin_vox=margin))
     try:
-        boxes.append(register.body_box(hu, affine, margin_mm=margin_mm))
+        boxes.append(body_box(hu, affine, margin_mm=margin_mm))
     except HomingError:
         pass  # no body in the CT: the metrics say so (NaN, or a low Dice against the labels)
     if not boxes:
@@ -371,7 +377,7 @@ def quantify_scan(
     # Only the labels' box: the organ volumes count labelled voxels alone, and a micro-CT's
     # whole grid would be counted through a 64-bit copy (1.4 GB for 512×512×680).
     if ct_labels.any():
-        ct_labels = np.ascontiguousarray(ct_labels[qc._bounding_box(ct_labels > 0, 0)])
+        ct_labels = np.ascontiguousarray(ct_labels[masks.bounding_box(ct_labels > 0, 0)])
     table = quantify.organ_table(
         np.asarray(pet_img.dataobj, dtype=np.float32),
         np.asarray(lab_pet.dataobj).astype(np.uint8),

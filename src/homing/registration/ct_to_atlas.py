@@ -1,0 +1,213 @@
+"""CT → atlas and CT → reference session: the atlas template (or an animal's reference-
+session CT) registered to a CT with ANTs, affine then SyN, on the bodies' working images
+(images.working_image). Transform conventions: homing.registration.transforms."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from homing import HomingError
+from homing.core import io
+from homing.registration.ants import load_ants, set_threads
+from homing.registration.images import working_image
+
+#: Iterations per level (shrink 4, 2, 1 of the working grid) of ANTsPy's presets, used when
+#: ``ct_to_atlas_transform`` is not SyN (SyN runs CT_STAGES below).
+SYN_ITERATIONS = (40, 20, 0)
+AFFINE_ITERATIONS = (500, 250, 100)
+#: Every linear (rigid/affine) stage: Mattes MI over three levels of the working grid.
+LINEAR_STAGES = {
+    "aff_metric": "mattes",
+    "aff_iterations": AFFINE_ITERATIONS,
+    "aff_shrink_factors": (4, 2, 1),
+    "aff_smoothing_sigmas": (2, 1, 0),
+}
+#: Every SyN stage: Mattes MI, SYN_ITERATIONS.
+SYN_STAGES = {"syn_metric": "mattes", "reg_iterations": SYN_ITERATIONS}
+
+#: CT → atlas and CT → reference with ``ct_to_atlas_transform: SyN`` (the default): the
+#: antsRegistration stages, given explicitly (``_run_stages``) because ANTsPy's "SyN" preset
+#: fixes its own. ``{f}``/``{m}``: fixed and moving image. Shrink factors and smoothing
+#: sigmas (voxels) are of the working grid (0.4 mm: levels 1.6, 0.8, 0.4 mm). A SyN stage
+#: must end on the full working grid (0 iterations there costs ~1 s of set-up), or the
+#: next stage, or collapsing the output, fails on fields of different grids.
+#: Measured on demo CT EX01 d0, 1 thread (CPU s of the registration alone; Dice vs truth):
+#:
+#: * ANTsPy "SyN" preset, SyN (40, 20, 0): 14.8 s, skeleton 0.923, lungs 0.976. Its
+#:   affine stage was half of that: 2100×1200×1200×0 at shrink 4, 2, 2, 1 — the last,
+#:   0-iteration level still sets Mattes up on the full grid (~3 s) for nothing;
+#: * affine without that level (below): 11.7 s, Dice unchanged;
+#: * SyN at 0.8 mm unsmoothed (sigma 0 instead of 1 voxel): 11.8 s, skeleton 0.930;
+#: * more SyN iterations at 1.6 and 0.8 mm: no gain (Mattes has converged there, after 8–9);
+#: * a bone-channel MeanSquares beside Mattes: +4.6 s, skeleton +0.004;
+#: * thin bone needs the 0.4 mm level, ~4.5 s per SyN iteration there: 10 iterations took
+#:   56.6 s (skeleton 0.952), 4 iterations 28.7 s (0.945), and SyNQuick[s] (50 at 0.4 mm
+#:   on a 0.2 mm grid) 215 s (0.957). A longer step there (0.5, 0.8) overshoots (0.927);
+#: * 3 iterations at 0.4 mm as a stage of its own with mean squares (CT_FINE_STAGE; CT and
+#:   template are both attenuation, and squared differences pull hardest at bone edges,
+#:   where attenuation jumps from ~1 to ~2): 25.6 s, skeleton 0.949, lungs 0.987. On the
+#:   micro-CT the skeleton is 0.922 against SyNQuick's 0.937 (docs/registration.md).
+#:
+#: Measured and dropped when looking for a cheaper 0.4 mm level (scratch runs on demo EX01
+#: d0 and the micro-CT, each registration alone, 1 thread; CPU s of the whole
+#: ``ct_to_atlas`` process, which with these stages took 25–28 s on EX01, 37 on the micro-CT):
+#:
+#: * GaussianDisplacementField (greedy, forward field only) instead of the 3 SyN iterations:
+#:   no cheaper per iteration (~3 s even with mean squares sampled at 25%, its first
+#:   iteration 3–6 s more), and it folds the micro-CT's warp (Jacobian determinant
+#:   0.00–0.03 in the body after 3–5 iterations: a ``regqc_jacobian_folding`` flag), though
+#:   its skeleton Dice is higher (0.934–0.942). A total-field variance of 0.5 or 1 voxel²
+#:   leaves a minimum of 0.14–0.35 and doubles the cost. After a SyN stage its field is
+#:   written apart (2Warp), which ``_run_stages`` does not keep; as the only deformable
+#:   stage (1.6, 0.8, 0.4 mm) it folds too;
+#: * the 3 SyN iterations with mean squares sampled at 25%: −3.6 s, skeleton −0.004;
+#: * a fixed-image mask at 0.4 mm (body, or bone dilated 1.6 mm): skeleton −0.007/−0.010
+#:   on the micro-CT;
+#: * mean squares at 0.8 mm too (20 SyN iterations there, Mattes only at 1.6 mm): micro-CT
+#:   skeleton 0.929, but RE01 d1 0.925 (−0.011 to SyNQuick) and +6 s; mean squares at
+#:   1.6 mm as well: spleen −0.010, bladder −0.009 on EX01;
+#: * the affine without its third level (shrink 2 again): Dice ±0.001, time within noise.
+CT_AFFINE_STAGE = {
+    "transform": "Affine[0.25]",
+    "metric": "Mattes[{f},{m},1,32,Regular,0.2]",
+    "convergence": "[2100x1200x1200,1e-6,10]",
+    "shrink_factors": "4x2x2",
+    "smoothing_sigmas": "3x2x1vox",
+}
+CT_SYN_STAGE = {
+    "transform": "SyN[0.2,3,0]",
+    "metric": "Mattes[{f},{m},1,32]",
+    "convergence": "[40x20x0,1e-7,8]",
+    "shrink_factors": "4x2x1",
+    "smoothing_sigmas": "2x0x0vox",
+}
+CT_FINE_STAGE = {
+    "transform": "SyN[0.2,3,0]",
+    "metric": "MeanSquares[{f},{m},1,0]",
+    "convergence": "[3,1e-7,8]",
+    "shrink_factors": "1",
+    "smoothing_sigmas": "0vox",
+}
+CT_STAGES = (CT_AFFINE_STAGE, CT_SYN_STAGE, CT_FINE_STAGE)
+#: CT → reference session (same animal, another day): the same stages. On the later
+#: sessions of ``bench/bench_registration.py --animals 2 --sessions 2`` the skeleton Dice
+#: was 0.941 (each session to the atlas), 0.937 through the reference with these stages, and
+#: 0.921 without the 0.4 mm one (9 s less per scan), other organs within 0.005 in all three:
+#: thin bone moves between sessions by more than the 0.8 mm level resolves.
+CT_REFERENCE_STAGES = CT_STAGES
+
+
+def register_ct_to_atlas(
+    ct_path: Path,
+    template_path: Path,
+    out_affine: Path,
+    out_warp: Path | None,
+    working_voxel_mm: float,
+    transform: str,
+    random_seed: int,
+    threads: int,
+    stages: tuple[dict, ...] = CT_STAGES,
+) -> list[Path]:
+    """Register the atlas template (moving) to a CT (fixed) at ``working_voxel_mm`` (mm).
+
+    Both images are first reduced to the body (``working_image``). ``transform`` "SyN" runs
+    ``stages`` (CT_STAGES: affine, SyN, a short SyN at the working grid itself); SyNRA,
+    SyNQuick and Affine are ANTsPy's presets. Writes the affine (.mat) and, for SyN
+    variants, the warp field (.nii.gz). Returns the transform list in the order
+    ``apply_transforms`` takes it (atlas → CT resampling).
+    """
+    ants, fixed, moving = _working_pair(ct_path, template_path, working_voxel_mm, threads)
+    with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
+        prefix = str(Path(tmp) / "atlas_to_ct_")
+        if transform == "SyN":
+            fwd = _run_stages(fixed, moving, stages, prefix, random_seed)
+        else:
+            reg = ants.registration(
+                fixed=fixed,
+                moving=moving,
+                type_of_transform=transform,
+                outprefix=prefix,
+                random_seed=random_seed,
+                **LINEAR_STAGES,
+                **SYN_STAGES,
+            )
+            fwd = list(reg["fwdtransforms"])
+        return _keep_transforms(fwd, Path(out_affine), out_warp)
+
+
+def _run_stages(fixed, moving, stages, prefix: str, random_seed: int) -> list[str]:
+    """antsRegistration with explicit ``stages`` (dicts as CT_STAGES), started from the
+    images' centres of mass, transforms collapsed to one affine and at most one warp.
+    Returns the written transforms in ``apply_transforms`` order ([warp,] affine)."""
+    from ants.internal import get_lib_fn, get_pointer_string, process_arguments
+
+    f, m = get_pointer_string(fixed), get_pointer_string(moving)
+    args = ["--dimensionality", "3", "--initial-moving-transform", f"[{f},{m},1]"]
+    for stage in stages:
+        args += ["--transform", stage["transform"]]
+        args += ["--metric", stage["metric"].format(f=f, m=m)]
+        args += ["--convergence", stage["convergence"]]
+        args += ["--shrink-factors", stage["shrink_factors"]]
+        args += ["--smoothing-sigmas", stage["smoothing_sigmas"]]
+    args += ["--use-histogram-matching", "0", "--collapse-output-transforms", "1"]
+    args += ["--output", prefix, "--random-seed", str(random_seed), "--float", "1"]
+    if get_lib_fn("antsRegistration")(process_arguments(args)) != 0:
+        raise HomingError("antsRegistration failed (CT registration)")
+    warp, affine = Path(prefix + "1Warp.nii.gz"), Path(prefix + "0GenericAffine.mat")
+    return [str(p) for p in (warp, affine) if p.exists()]
+
+
+def register_ct_to_reference(
+    ct_path: Path,
+    reference_ct_path: Path,
+    out_affine: Path,
+    out_warp: Path,
+    working_voxel_mm: float,
+    random_seed: int,
+    threads: int,
+) -> list[Path]:
+    """Register an animal's reference-session CT (moving) to another session's CT (fixed):
+    affine (which holds the rigid repositioning), then SyN for what the animal changed, in
+    one ANTs call on the working grid of CT → atlas (``working_voxel_mm``, mm), with
+    CT_REFERENCE_STAGES (CT → atlas's stages).
+
+    Measured on the simulated 512×512×680 micro-CT (ANTsPy's SyN preset, before
+    CT_REFERENCE_STAGES): 25 s and 1.0 GB, organ Dice equal to a separate rigid +
+    SyN-only pair of calls, which took 36 s.
+
+    Returns [warp, affine], the order ``apply_transforms`` takes (reference → session).
+    """
+    return register_ct_to_atlas(
+        ct_path,
+        reference_ct_path,
+        out_affine,
+        out_warp,
+        working_voxel_mm,
+        "SyN",
+        random_seed,
+        threads,
+        stages=CT_REFERENCE_STAGES,
+    )
+
+
+def _working_pair(fixed_path: Path, moving_path: Path, voxel_mm: float, threads: int):
+    """(ants, fixed, moving): threads pinned, both CTs as ``working_image`` at voxel_mm."""
+    set_threads(threads)
+    return load_ants(), working_image(fixed_path, voxel_mm), working_image(moving_path, voxel_mm)
+
+
+def _keep_transforms(fwd: list[str], out_affine: Path, out_warp: Path | None) -> list[Path]:
+    """Copy the transforms a registration wrote in its temporary folder (``fwd``) to their
+    outputs (atomically); returns the outputs in ``fwd``'s order."""
+    out: list[Path] = []
+    for src in fwd:
+        is_warp = src.endswith(".nii.gz")
+        if is_warp and out_warp is None:
+            raise RuntimeError(f"registration wrote a warp field but no output for {src}")
+        dest = Path(out_warp) if is_warp else Path(out_affine)
+        io.copy_file(src, dest)
+        out.append(dest)
+    if out_warp is not None and Path(out_warp) not in out:
+        raise RuntimeError(f"registration wrote no warp field for {out_warp}")
+    return out
