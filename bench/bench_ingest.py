@@ -7,7 +7,7 @@ Converts, in one run, (a) the TCIA whole-body PET (267 slices), (b) the TCIA cro
 (59 slices) and (c) the CT of one simulated demo mouse (EX01, session d0; generated unless
 --demo names an existing demo study). Each conversion is its own process, as under
 Snakemake: Homing as ``python -c`` (interpreter start and imports included) and dcm2niix as
-the binary of the pinned PyPI package (tests/test_dcm2niix.py). Runs alternate between the
+the binary of the pinned PyPI package (tests/dicom/test_dcm2niix.py). Runs alternate between the
 two tools after one untimed warm-up each; the table gives the median of --repeat runs.
 "Homing in-proc" is ingest + write_volume alone, timed inside the child. Target (issue):
 Homing's wall time within 3x of dcm2niix's.

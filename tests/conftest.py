@@ -364,7 +364,7 @@ def _start_full_run(demo_study: Path, tmp_path_factory) -> BackgroundRun:
 
 
 def start_slurm_run(demo_study: Path, tmp_path_factory, cluster: dict) -> BackgroundRun:
-    """The small study through SLURM (tests/test_slurm.py checks it)."""
+    """The small study through SLURM (tests/workflow/test_slurm.py checks it)."""
     from . import slurm_cluster
 
     profile = tmp_path_factory.mktemp("profile")

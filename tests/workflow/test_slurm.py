@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from . import slurm_cluster as cluster_
-from .conftest import SMALL_STUDY, background_run, start_slurm_run
+from .. import slurm_cluster as cluster_
+from ..conftest import SMALL_STUDY, background_run, start_slurm_run
 
 pytestmark = pytest.mark.workflow
 

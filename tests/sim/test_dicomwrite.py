@@ -16,14 +16,13 @@ from homing.core.nuclides import NUCLIDES
 from homing.sim import dicomwrite
 from homing.sim.dicomwrite import (
     PetMeta,
-    SeriesMeta,
     enhanced_frame_order,
     make_uid,
     write_ct_series,
     write_pet_series,
 )
 
-SHAPE = (20, 24, 10)
+from ..builders import SHAPE, pet_meta, pet_volume, series_meta
 
 
 def _rotation(axis, angle_deg):
@@ -53,41 +52,6 @@ def _flipped_affine():
 
 
 AFFINES = {"rotated": _rotated_affine(), "flipped": _flipped_affine()}
-
-
-def _series(weight: float | None = 0.025, when=None, series="pet") -> SeriesMeta:
-    return SeriesMeta(
-        patient_id="M07",
-        patient_name="CART^M07",
-        patient_weight_kg=weight,
-        patient_sex="F",
-        study_uid=make_uid("study", "M07"),
-        series_uid=make_uid("series", "M07", series),
-        frame_of_reference_uid=make_uid("for", "M07"),
-        series_datetime=when or datetime(2024, 3, 5, 10, 30, 15),
-        series_description=f"{series} day 3",
-        series_number=3,
-    )
-
-
-def _pet(nuclide="89Zr", decay="START", injection=None, **extra) -> PetMeta:
-    return PetMeta(
-        radiopharmaceutical="89Zr-oxine labelled CAR-T cells" if nuclide == "89Zr" else "oxine",
-        nuclide=nuclide,
-        injected_activity_bq=3.7e6,
-        injection_datetime=injection or datetime(2024, 3, 2, 9, 5, 0),
-        frame_duration_s=600.0,
-        decay_correction=decay,
-        **extra,
-    )
-
-
-def _pet_volume(seed=0):
-    rng = np.random.default_rng(seed)
-    vol = rng.gamma(2.0, 5000.0, size=SHAPE)
-    vol[:, :, 4] = 0.0  # an all-zero slice
-    vol[3, 5, 6] = -250.0  # negative values survive (noisy reconstructions have them)
-    return vol
 
 
 def _read(files: list[Path]) -> list[pydicom.Dataset]:
@@ -137,8 +101,8 @@ def _fail_fourth_save(monkeypatch) -> None:
 @pytest.mark.parametrize("name", sorted(AFFINES))
 def test_pet_roundtrip_values_and_geometry(tmp_path, name):
     affine = AFFINES[name]
-    vol = _pet_volume()
-    files = write_pet_series(tmp_path / "pet", vol, affine, _series(), _pet())
+    vol = pet_volume()
+    files = write_pet_series(tmp_path / "pet", vol, affine, series_meta(), pet_meta())
     assert [f.name for f in files] == [f"IM_{n:04d}.dcm" for n in range(1, 11)]
     datasets = _read(files)
     back, slopes = _volume(datasets)
@@ -163,7 +127,7 @@ def test_pet_roundtrip_values_and_geometry(tmp_path, name):
 def test_pixel_layout_is_transposed_slice(tmp_path):
     vol = np.zeros(SHAPE)
     vol[2, 7, 1] = 100.0  # i=2 -> column 2, j=7 -> row 7
-    files = write_pet_series(tmp_path / "pet", vol, np.eye(4), _series(), _pet())
+    files = write_pet_series(tmp_path / "pet", vol, np.eye(4), series_meta(), pet_meta())
     arr = pydicom.dcmread(files[1]).pixel_array
     assert arr.shape == (SHAPE[1], SHAPE[0])
     assert arr[7, 2] == 32767 and np.count_nonzero(arr) == 1
@@ -174,7 +138,7 @@ def test_ct_roundtrip(tmp_path, name):
     affine = AFFINES[name]
     rng = np.random.default_rng(1)
     hu = rng.uniform(-1000.0, 3000.0, size=SHAPE)
-    files = write_ct_series(tmp_path / "ct", hu, affine, _series(series="ct"))
+    files = write_ct_series(tmp_path / "ct", hu, affine, series_meta(series="ct"))
     datasets = _read(files)
     back, _ = _volume(datasets)
     assert np.abs(back - hu).max() <= 0.5
@@ -192,7 +156,7 @@ def test_ct_clips_to_int16_range(tmp_path):
     hu = np.zeros((4, 4, 2))
     hu[0, 0, 0] = -1e6
     hu[1, 1, 1] = 1e6
-    back, _ = _volume(_read(write_ct_series(tmp_path / "ct", hu, np.eye(4), _series())))
+    back, _ = _volume(_read(write_ct_series(tmp_path / "ct", hu, np.eye(4), series_meta())))
     assert back[0, 0, 0] == -32768 - 1024
     assert back[1, 1, 1] == 32767 - 1024
 
@@ -203,7 +167,7 @@ def test_ct_files_depend_on_values_not_dtype(tmp_path):
     rng = np.random.default_rng(3)
     hu = rng.integers(-1024, 3000, size=SHAPE).astype(np.int16)
     hu[0, 0, 0], hu[1, 0, 0] = -32768, 32767  # the top one is clipped (stored 32767 + 1024)
-    aff, meta = _rotated_affine(), _series(series="ct")
+    aff, meta = _rotated_affine(), series_meta(series="ct")
     files = write_ct_series(tmp_path / "i16", hu, aff, meta)
     datasets = _read(files)
     back, _ = _volume(datasets)
@@ -229,10 +193,10 @@ def test_ct_is_written_slice_by_slice(tmp_path):
     """Writing a CT allocates about one slice at a time: less than one int16 copy of the volume
     (making a float64 copy of it, or holding every slice's dataset until the end, would not)."""
     hu = np.random.default_rng(0).integers(-1000, 2000, size=(128, 128, 48)).astype(np.int16)
-    write_ct_series(tmp_path / "warm-up", hu[:, :, :2], np.eye(4), _series())
+    write_ct_series(tmp_path / "warm-up", hu[:, :, :2], np.eye(4), series_meta())
     tracemalloc.start()
     try:
-        files = write_ct_series(tmp_path / "ct", hu, np.eye(4), _series())
+        files = write_ct_series(tmp_path / "ct", hu, np.eye(4), series_meta())
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -245,38 +209,40 @@ def test_ct_rejects_bad_slices_before_writing(tmp_path):
         hu = np.zeros(SHAPE, np.float32)
         hu[3, 4, SHAPE[2] - 1] = bad  # only the last slice is bad
         with pytest.raises(ValueError, match="NaN or infinite"):
-            write_ct_series(tmp_path / "study" / "ct", hu, np.eye(4), _series())
+            write_ct_series(tmp_path / "study" / "ct", hu, np.eye(4), series_meta())
     huge = np.zeros(SHAPE, np.longdouble)
     huge[0, 0, 5] = np.finfo(np.longdouble).max  # inf once converted to float64
     with np.errstate(over="ignore"):
         if np.isinf(huge.astype(np.float64)).any():
             with pytest.raises(ValueError, match="NaN or infinite"):
-                write_ct_series(tmp_path / "study" / "ct", huge, np.eye(4), _series())
+                write_ct_series(tmp_path / "study" / "ct", huge, np.eye(4), series_meta())
     with pytest.raises(ValueError, match="real numeric"):
-        write_ct_series(tmp_path / "study" / "ct", np.zeros(SHAPE, bool), np.eye(4), _series())
+        write_ct_series(tmp_path / "study" / "ct", np.zeros(SHAPE, bool), np.eye(4), series_meta())
     assert not (tmp_path / "study").exists()
 
 
 def test_ct_crash_keeps_the_previous_series(tmp_path, monkeypatch):
     folder = tmp_path / "ct"
-    first = write_ct_series(folder, np.zeros(SHAPE), np.eye(4), _series())
+    first = write_ct_series(folder, np.zeros(SHAPE), np.eye(4), series_meta())
     before = [f.read_bytes() for f in first]
     _fail_fourth_save(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
-        write_ct_series(folder, np.full(SHAPE, 100.0), np.eye(4), _series())
+        write_ct_series(folder, np.full(SHAPE, 100.0), np.eye(4), series_meta())
     assert [p.name for p in tmp_path.iterdir()] == ["ct"]
     assert [f.read_bytes() for f in first] == before
 
 
 def test_pet_tags(tmp_path):
-    files = write_pet_series(tmp_path / "pet", _pet_volume(), _rotated_affine(), _series(), _pet())
+    files = write_pet_series(
+        tmp_path / "pet", pet_volume(), _rotated_affine(), series_meta(), pet_meta()
+    )
     ds = pydicom.dcmread(files[0])
     assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
     assert ds.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.128"
     assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
     assert ds.file_meta.ImplementationClassUID.is_valid
     assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.128"
-    assert ds.SOPInstanceUID == make_uid(_series().series_uid, "0")
+    assert ds.SOPInstanceUID == make_uid(series_meta().series_uid, "0")
     assert ds.Modality == "PT"
     assert ds.Units == "BQML"
     assert ds.DecayCorrection == "START"
@@ -289,8 +255,8 @@ def test_pet_tags(tmp_path):
     assert float(ds.PatientWeight) == 0.025
     assert ds.PatientPosition == "HFP"
     assert ds.PatientID == "M07" and ds.PatientSex == "F"
-    assert ds.StudyInstanceUID == _series().study_uid
-    assert ds.FrameOfReferenceUID == _series().frame_of_reference_uid
+    assert ds.StudyInstanceUID == series_meta().study_uid
+    assert ds.FrameOfReferenceUID == series_meta().frame_of_reference_uid
     for tag in ("Series", "Acquisition", "Content", "Study"):
         assert ds[f"{tag}Date"].value == "20240305"
         assert ds[f"{tag}Time"].value == "103015"
@@ -309,25 +275,27 @@ def test_pet_tags(tmp_path):
 
 def test_weight_omitted_when_none(tmp_path):
     files = write_pet_series(
-        tmp_path / "pet", _pet_volume(), np.eye(4), _series(weight=None), _pet()
+        tmp_path / "pet", pet_volume(), np.eye(4), series_meta(weight=None), pet_meta()
     )
     assert "PatientWeight" not in pydicom.dcmread(files[0])
-    files = write_ct_series(tmp_path / "ct", np.zeros(SHAPE), np.eye(4), _series(weight=None))
+    files = write_ct_series(tmp_path / "ct", np.zeros(SHAPE), np.eye(4), series_meta(weight=None))
     assert "PatientWeight" not in pydicom.dcmread(files[0])
 
 
 def test_decay_none_and_admin(tmp_path):
     none = pydicom.dcmread(
-        write_pet_series(tmp_path / "a", _pet_volume(), np.eye(4), _series(), _pet(decay="NONE"))[0]
+        write_pet_series(
+            tmp_path / "a", pet_volume(), np.eye(4), series_meta(), pet_meta(decay="NONE")
+        )[0]
     )
     assert none.DecayCorrection == "NONE"
     assert list(none.CorrectedImage) == ["ATTN", "SCAT"]
     assert "DecayFactor" not in none
 
     admin = pydicom.dcmread(
-        write_pet_series(tmp_path / "b", _pet_volume(), np.eye(4), _series(), _pet(decay="ADMIN"))[
-            0
-        ]
+        write_pet_series(
+            tmp_path / "b", pet_volume(), np.eye(4), series_meta(), pet_meta(decay="ADMIN")
+        )[0]
     )
     assert admin.DecayCorrection == "ADMIN"
     assert "DECY" in admin.CorrectedImage
@@ -337,7 +305,9 @@ def test_decay_none_and_admin(tmp_path):
 
 
 def test_nuclide_without_code(tmp_path):
-    files = write_pet_series(tmp_path / "pet", _pet_volume(), np.eye(4), _series(), _pet("111In"))
+    files = write_pet_series(
+        tmp_path / "pet", pet_volume(), np.eye(4), series_meta(), pet_meta("111In")
+    )
     rp = pydicom.dcmread(files[0]).RadiopharmaceuticalInformationSequence[0]
     assert "RadionuclideCodeSequence" not in rp
     assert "111In" in rp.Radiopharmaceutical
@@ -349,7 +319,11 @@ def test_timezone_aware_datetimes(tmp_path):
     when = datetime(2024, 3, 5, 10, 30, tzinfo=cet)
     injection = datetime(2024, 3, 2, 8, 0, tzinfo=UTC)  # 09:00 CET
     files = write_pet_series(
-        tmp_path / "pet", _pet_volume(), np.eye(4), _series(when=when), _pet(injection=injection)
+        tmp_path / "pet",
+        pet_volume(),
+        np.eye(4),
+        series_meta(when=when),
+        pet_meta(injection=injection),
     )
     ds = pydicom.dcmread(files[0])
     assert ds.TimezoneOffsetFromUTC == "+0100"
@@ -357,18 +331,20 @@ def test_timezone_aware_datetimes(tmp_path):
     assert rp.RadiopharmaceuticalStartDateTime == "20240302090000+0100"
     assert rp.RadiopharmaceuticalStartTime == "090000"
     with pytest.raises(ValueError, match="timezone"):
-        write_pet_series(tmp_path / "x", _pet_volume(), np.eye(4), _series(when=when), _pet())
+        write_pet_series(
+            tmp_path / "x", pet_volume(), np.eye(4), series_meta(when=when), pet_meta()
+        )
 
 
 def test_byte_identical_rewrites(tmp_path):
-    args = (_pet_volume(), _rotated_affine(), _series(), _pet())
+    args = (pet_volume(), _rotated_affine(), series_meta(), pet_meta())
     a = write_pet_series(tmp_path / "a", *args)
     b = write_pet_series(tmp_path / "b", *args)
     first = [f.read_bytes() for f in a]
     assert first == [f.read_bytes() for f in b]
     again = write_pet_series(tmp_path / "a", *args)  # overwrite a previous series in place
     assert [f.read_bytes() for f in again] == first
-    ct = (np.linspace(-1000, 2000, np.prod(SHAPE)).reshape(SHAPE), _flipped_affine(), _series())
+    ct = (np.linspace(-1000, 2000, np.prod(SHAPE)).reshape(SHAPE), _flipped_affine(), series_meta())
     c1 = write_ct_series(tmp_path / "c1", *ct)
     c2 = write_ct_series(tmp_path / "c2", *ct)
     assert [f.read_bytes() for f in c1] == [f.read_bytes() for f in c2]
@@ -378,12 +354,15 @@ def test_byte_identical_rewrites(tmp_path):
 def test_series_encoder_writes_what_pydicom_writes(tmp_path, monkeypatch):
     """The encoder reuses the bytes of elements that repeat from file to file; every file is
     still byte for byte what pydicom's own dcmwrite gives, whatever changes between files."""
-    volume = _pet_volume()
+    volume = pet_volume()
     volume[:, :, 2] *= 3.0  # another RescaleSlope, and other pixel values, on one slice
     series = {
-        "pet": lambda d: write_pet_series(d, volume, _rotated_affine(), _series(), _pet()),
+        "pet": lambda d: write_pet_series(d, volume, _rotated_affine(), series_meta(), pet_meta()),
         "ct": lambda d: write_ct_series(
-            d, np.linspace(-1000, 2000, np.prod(SHAPE)).reshape(SHAPE), _flipped_affine(), _series()
+            d,
+            np.linspace(-1000, 2000, np.prod(SHAPE)).reshape(SHAPE),
+            _flipped_affine(),
+            series_meta(),
         ),
     }
     ours = {
@@ -418,14 +397,14 @@ def test_non_orthogonal_affine_rejected(tmp_path):
     sheared = np.eye(4)
     sheared[0, 1] = 0.2
     with pytest.raises(ValueError, match="orthogonal"):
-        write_pet_series(tmp_path / "pet", _pet_volume(), sheared, _series(), _pet())
+        write_pet_series(tmp_path / "pet", pet_volume(), sheared, series_meta(), pet_meta())
     assert not (tmp_path / "pet").exists()
 
 
 def test_crash_leaves_no_series(tmp_path, monkeypatch):
     _fail_fourth_save(monkeypatch)
     with pytest.raises(OSError, match="disk full"):
-        write_pet_series(tmp_path / "pet", _pet_volume(), np.eye(4), _series(), _pet())
+        write_pet_series(tmp_path / "pet", pet_volume(), np.eye(4), series_meta(), pet_meta())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -434,24 +413,24 @@ def test_refuses_to_replace_foreign_folder(tmp_path):
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError):
-        write_ct_series(folder, np.zeros(SHAPE), np.eye(4), _series())
+        write_ct_series(folder, np.zeros(SHAPE), np.eye(4), series_meta())
     assert (folder / "notes.txt").read_text() == "keep me"
 
 
 def test_rejects_bad_inputs(tmp_path):
-    vol = _pet_volume()
+    vol = pet_volume()
     with pytest.raises(ValueError, match="NaN"):
         bad = vol.copy()
         bad[0, 0, 0] = np.nan
-        write_pet_series(tmp_path / "p", bad, np.eye(4), _series(), _pet())
+        write_pet_series(tmp_path / "p", bad, np.eye(4), series_meta(), pet_meta())
     with pytest.raises(ValueError, match="3D"):
-        write_pet_series(tmp_path / "p", vol[:, :, 0], np.eye(4), _series(), _pet())
+        write_pet_series(tmp_path / "p", vol[:, :, 0], np.eye(4), series_meta(), pet_meta())
     with pytest.raises(ValueError, match="only 'PT'"):
-        pet = _pet()
+        pet = pet_meta()
         pet.modality = "NM"
-        write_pet_series(tmp_path / "p", vol, np.eye(4), _series(), pet)
+        write_pet_series(tmp_path / "p", vol, np.eye(4), series_meta(), pet)
     with pytest.raises(ValueError, match="decay_correction"):
-        write_pet_series(tmp_path / "p", vol, np.eye(4), _series(), _pet(decay="WHENEVER"))
+        write_pet_series(tmp_path / "p", vol, np.eye(4), series_meta(), pet_meta(decay="WHENEVER"))
     assert not (tmp_path / "p").exists()
 
 
@@ -470,7 +449,11 @@ CNTS_FACTOR = 37.5  # Bq/mL per count; exact as a DS
 
 def test_injection_time_only(tmp_path):
     files = write_pet_series(
-        tmp_path / "pet", _pet_volume(), np.eye(4), _series(), _pet(injection_tags="time_only")
+        tmp_path / "pet",
+        pet_volume(),
+        np.eye(4),
+        series_meta(),
+        pet_meta(injection_tags="time_only"),
     )
     for ds in _read(files):
         rp = ds.RadiopharmaceuticalInformationSequence[0]
@@ -478,28 +461,28 @@ def test_injection_time_only(tmp_path):
         assert rp.RadiopharmaceuticalStartTime == "090500"
         assert float(rp.RadionuclideTotalDose) == 3.7e6
     default = pydicom.dcmread(
-        write_pet_series(tmp_path / "d", _pet_volume(), np.eye(4), _series(), _pet())[0]
+        write_pet_series(tmp_path / "d", pet_volume(), np.eye(4), series_meta(), pet_meta())[0]
     )
     assert default.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime == (
         "20240302090500"
     )
     with pytest.raises(ValueError, match="injection_tags"):
         write_pet_series(
-            tmp_path / "x", _pet_volume(), np.eye(4), _series(), _pet(injection_tags="date")
+            tmp_path / "x", pet_volume(), np.eye(4), series_meta(), pet_meta(injection_tags="date")
         )
     with pytest.raises(ValueError, match="time_only"):
         write_pet_series(
             tmp_path / "x",
-            _pet_volume(),
+            pet_volume(),
             np.eye(4),
-            _series(),
-            _pet(injection_tags="time_only", enhanced=True),
+            series_meta(),
+            pet_meta(injection_tags="time_only", enhanced=True),
         )
     assert not (tmp_path / "x").exists()
 
 
 def _cnts_pet(**extra) -> PetMeta:
-    return _pet(units="CNTS", philips_activity_scale_bq_per_ml=CNTS_FACTOR, **extra)
+    return pet_meta(units="CNTS", philips_activity_scale_bq_per_ml=CNTS_FACTOR, **extra)
 
 
 def _expected_suv_factor(weight_kg: float) -> float:
@@ -509,9 +492,11 @@ def _expected_suv_factor(weight_kg: float) -> float:
 
 
 def test_cnts_with_philips_factors(tmp_path):
-    bq = _pet_volume()
+    bq = pet_volume()
     counts = bq / CNTS_FACTOR  # the caller passes counts for CNTS
-    files = write_pet_series(tmp_path / "pet", counts, _rotated_affine(), _series(), _cnts_pet())
+    files = write_pet_series(
+        tmp_path / "pet", counts, _rotated_affine(), series_meta(), _cnts_pet()
+    )
     datasets = _read(files)
     factors = []
     for ds in datasets:
@@ -533,23 +518,25 @@ def test_cnts_with_philips_factors(tmp_path):
 
 
 def test_cnts_rules(tmp_path):
-    vol = _pet_volume()
+    vol = pet_volume()
     with pytest.raises(ValueError, match="philips_activity_scale_bq_per_ml"):
-        write_pet_series(tmp_path / "x", vol, np.eye(4), _series(), _pet(units="CNTS"))
+        write_pet_series(tmp_path / "x", vol, np.eye(4), series_meta(), pet_meta(units="CNTS"))
     with pytest.raises(ValueError, match="positive"):
-        pet = _pet(units="CNTS", philips_activity_scale_bq_per_ml=0.0)
-        write_pet_series(tmp_path / "x", vol, np.eye(4), _series(), pet)
+        pet = pet_meta(units="CNTS", philips_activity_scale_bq_per_ml=0.0)
+        write_pet_series(tmp_path / "x", vol, np.eye(4), series_meta(), pet)
     with pytest.raises(ValueError, match="only written for units 'CNTS'"):
-        pet = _pet(philips_activity_scale_bq_per_ml=CNTS_FACTOR)
-        write_pet_series(tmp_path / "x", vol, np.eye(4), _series(), pet)
+        pet = pet_meta(philips_activity_scale_bq_per_ml=CNTS_FACTOR)
+        write_pet_series(tmp_path / "x", vol, np.eye(4), series_meta(), pet)
     assert not (tmp_path / "x").exists()
     # no weight: the activity factor is written, the SUV factor is omitted
-    files = write_pet_series(tmp_path / "w", vol, np.eye(4), _series(weight=None), _cnts_pet())
+    files = write_pet_series(tmp_path / "w", vol, np.eye(4), series_meta(weight=None), _cnts_pet())
     ds = pydicom.dcmread(files[0])
     block = ds.private_block(*PHILIPS)
     assert 0x09 in block and 0x00 not in block
     # BQML files carry no Philips block
-    plain = pydicom.dcmread(write_pet_series(tmp_path / "b", vol, np.eye(4), _series(), _pet())[0])
+    plain = pydicom.dcmread(
+        write_pet_series(tmp_path / "b", vol, np.eye(4), series_meta(), pet_meta())[0]
+    )
     assert not any(elem.tag.group == 0x7053 for elem in plain)
 
 
@@ -557,14 +544,14 @@ def test_ingest_reads_writer_philips_factor(tmp_path):
     from homing.dicom.units import philips_factor
 
     files = write_pet_series(
-        tmp_path / "pet", _pet_volume() / CNTS_FACTOR, np.eye(4), _series(), _cnts_pet()
+        tmp_path / "pet", pet_volume() / CNTS_FACTOR, np.eye(4), series_meta(), _cnts_pet()
     )
     assert philips_factor(pydicom.dcmread(files[0])) == CNTS_FACTOR
     enhanced = write_pet_series(
         tmp_path / "enh",
-        _pet_volume() / CNTS_FACTOR,
+        pet_volume() / CNTS_FACTOR,
         np.eye(4),
-        _series(),
+        series_meta(),
         _cnts_pet(enhanced=True),
     )
     assert philips_factor(pydicom.dcmread(enhanced[0])) == CNTS_FACTOR
@@ -598,10 +585,10 @@ def _frames(ds) -> list[dict]:
 def _enhanced(tmp_path, name="enh", vol=None, affine=None, series=None, **pet_extra):
     files = write_pet_series(
         tmp_path / name,
-        _pet_volume() if vol is None else vol,
+        pet_volume() if vol is None else vol,
         _rotated_affine() if affine is None else affine,
-        series or _series(),
-        _pet(enhanced=True, **pet_extra),
+        series or series_meta(),
+        pet_meta(enhanced=True, **pet_extra),
     )
     assert [f.name for f in files] == ["IM_0001.dcm"]
     assert sorted(p.name for p in (tmp_path / name).iterdir()) == ["IM_0001.dcm"]
@@ -611,7 +598,7 @@ def _enhanced(tmp_path, name="enh", vol=None, affine=None, series=None, **pet_ex
 @pytest.mark.parametrize("name", sorted(AFFINES))
 def test_enhanced_roundtrip_values_and_geometry(tmp_path, name):
     affine = AFFINES[name]
-    vol = _pet_volume()
+    vol = pet_volume()
     ni, nj, nk = SHAPE
     path, ds = _enhanced(tmp_path, vol=vol, affine=affine)
     assert ds.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.5.1.4.1.1.130"
@@ -670,8 +657,10 @@ def test_enhanced_roundtrip_values_and_geometry(tmp_path, name):
 
 
 def test_enhanced_matches_single_frame(tmp_path):
-    vol = _pet_volume(3)
-    single = _read(write_pet_series(tmp_path / "s", vol, _rotated_affine(), _series(), _pet()))
+    vol = pet_volume(3)
+    single = _read(
+        write_pet_series(tmp_path / "s", vol, _rotated_affine(), series_meta(), pet_meta())
+    )
     _path, ds = _enhanced(tmp_path, vol=vol)
     by_pos = {f["pos"]: f for f in _frames(ds)}
     for k, sds in enumerate(single):
@@ -697,9 +686,9 @@ def test_enhanced_tags(tmp_path):
     assert ds.AcquisitionDateTime == "20240305103015"
     assert float(ds.AcquisitionDuration) == 600.0
     assert ds.PatientID == "M07" and float(ds.PatientWeight) == 0.025
-    assert ds.StudyInstanceUID == _series().study_uid
-    assert ds.SeriesInstanceUID == _series().series_uid
-    assert ds.FrameOfReferenceUID == _series().frame_of_reference_uid
+    assert ds.StudyInstanceUID == series_meta().study_uid
+    assert ds.SeriesInstanceUID == series_meta().series_uid
+    assert ds.FrameOfReferenceUID == series_meta().frame_of_reference_uid
     rp = ds.RadiopharmaceuticalInformationSequence[0]
     assert rp.RadiopharmaceuticalStartDateTime == "20240302090500"
     assert float(rp.RadionuclideTotalDose) == 3.7e6
@@ -760,7 +749,7 @@ def test_enhanced_decay_variants(tmp_path):
     _p, tz = _enhanced(
         tmp_path,
         "tz",
-        series=_series(when=datetime(2024, 3, 5, 10, 30, tzinfo=cet)),
+        series=series_meta(when=datetime(2024, 3, 5, 10, 30, tzinfo=cet)),
         decay="ADMIN",
         injection=datetime(2024, 3, 2, 8, 0, tzinfo=UTC),
     )
@@ -769,7 +758,7 @@ def test_enhanced_decay_variants(tmp_path):
 
 
 def test_enhanced_cnts(tmp_path):
-    bq = _pet_volume()
+    bq = pet_volume()
     _p, ds = _enhanced(
         tmp_path, vol=bq / CNTS_FACTOR, units="CNTS", philips_activity_scale_bq_per_ml=CNTS_FACTOR
     )

@@ -1,7 +1,7 @@
 """Every scanner metadata variant of the simulator's `quirks` design goes through Homing's own
 ingest and decay handling to the true concentrations: Enhanced multi-frame, ADMIN and NONE,
 Philips CNTS, time-only injection across midnight, feet-first, missing weight, separate frames
-of reference (tests/test_simulate.py checks the same files with pydicom alone)."""
+of reference (tests/sim/test_simulate.py checks the same files with pydicom alone)."""
 
 import json
 import warnings
@@ -16,7 +16,7 @@ from homing.dicom import ingest
 from homing.quant.quantify import to_injection_factor
 from homing.registration.atlas import ORGAN_BY_NAME
 
-from .test_simulate import QUIRKS_SESSIONS, truth_tables
+from ..builders import QUIRKS_SESSIONS, truth_tables
 
 
 @pytest.fixture(scope="module")

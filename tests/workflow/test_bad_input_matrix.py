@@ -19,7 +19,7 @@ import pydicom
 import pytest
 import yaml
 
-from .conftest import snakemake
+from ..conftest import snakemake
 
 pytestmark = pytest.mark.workflow
 

@@ -24,7 +24,7 @@ import pytest
 
 from homing.dicom.ingest import ingest, write_volume
 
-from .conftest import TCIA_DICOM as TCIA
+from ..conftest import TCIA_DICOM as TCIA
 
 WHOLEBODY = TCIA / "PT_wholebody_full"
 PAIR = TCIA / "cropped_PETCT_pair"

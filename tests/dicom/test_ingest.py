@@ -21,9 +21,9 @@ from homing.dicom.ingest import ingest, write_volume
 from homing.dicom.read import read_volume
 from homing.dicom.sidecar import emission_sidecar
 
-from .conftest import TCIA_DICOM as TCIA
+from ..builders import WHOLEBODY, make_series, rp_item, sorted_files
+from ..conftest import TCIA_DICOM as TCIA
 
-WHOLEBODY = TCIA / "PT_wholebody_full"
 PAIR = TCIA / "cropped_PETCT_pair"
 
 pytestmark = pytest.mark.usefixtures("tcia_dicom")  # skipped, or failed, without it (conftest)
@@ -31,16 +31,9 @@ pytestmark = pytest.mark.usefixtures("tcia_dicom")  # skipped, or failed, withou
 HUMAN = {"body_weight_kg": 71.0}  # the TCIA patient is a 71 kg human, not a mouse
 
 
-def _sorted_files(folder: Path) -> list[Path]:
-    """Files of a folder sorted by z of ImagePositionPatient (axial, IOP = identity here)."""
-    files = sorted(folder.glob("*.dcm"))
-    z = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files]
-    return [files[i] for i in np.argsort(z)]
-
-
 @pytest.fixture(scope="module")
 def wholebody_files() -> list[Path]:
-    return _sorted_files(WHOLEBODY)
+    return sorted_files(WHOLEBODY)
 
 
 @pytest.fixture(scope="module")
@@ -50,31 +43,11 @@ def wholebody():
         return ingest(WHOLEBODY, "emission", HUMAN)
 
 
-def make_series(wholebody_files, folder: Path, edit=None, n: int = 6) -> list[Path]:
-    """Copy ``n`` consecutive slices of the whole-body PET, as a mouse (0.025 kg), editing
-    each dataset with ``edit(ds, k)``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for k, src in enumerate(wholebody_files[:n]):
-        ds = pydicom.dcmread(src)
-        ds.PatientWeight = "0.025"
-        if edit is not None:
-            edit(ds, k)
-        path = folder / f"slice{k:03d}.dcm"
-        ds.save_as(path)
-        out.append(path)
-    return out
-
-
-def _rp(ds):
-    return ds.RadiopharmaceuticalInformationSequence[0]
-
-
 def setting(keyword: str, value, in_radiopharm: bool = False):
     """An edit for make_series that sets one DICOM keyword on every slice."""
 
     def edit(ds, k):
-        setattr(_rp(ds) if in_radiopharm else ds, keyword, value)
+        setattr(rp_item(ds) if in_radiopharm else ds, keyword, value)
 
     return edit
 
@@ -284,7 +257,7 @@ def test_non_dicom_file_warns_and_is_skipped(wholebody_files, tmp_path):
 
 def test_missing_dose_needs_sheet(wholebody_files, tmp_path):
     def no_dose(ds, k):
-        del _rp(ds).RadionuclideTotalDose
+        del rp_item(ds).RadionuclideTotalDose
 
     make_series(wholebody_files, tmp_path / "pet", edit=no_dose)
     with pytest.raises(HomingError) as err:
@@ -387,7 +360,7 @@ def test_midnight_crossing(wholebody_files, tmp_path):
         for kw in ("SeriesDate", "AcquisitionDate", "StudyDate"):
             setattr(ds, kw, "20000908")
         ds.SeriesTime = ds.AcquisitionTime = "002000"
-        _rp(ds).RadiopharmaceuticalStartTime = "235000"
+        rp_item(ds).RadiopharmaceuticalStartTime = "235000"
 
     make_series(wholebody_files, tmp_path / "pet", edit=midnight)
     sc = ingest(tmp_path / "pet", "emission").sidecar
@@ -400,7 +373,7 @@ def test_midnight_crossing(wholebody_files, tmp_path):
 
 def test_start_datetime_is_preferred(wholebody_files, tmp_path):
     def full_dt(ds, k):
-        _rp(ds).RadiopharmaceuticalStartDateTime = "20000906103500"  # day before
+        rp_item(ds).RadiopharmaceuticalStartDateTime = "20000906103500"  # day before
 
     make_series(wholebody_files, tmp_path / "pet", edit=full_dt)
     sc = ingest(tmp_path / "pet", "emission").sidecar
@@ -412,7 +385,7 @@ def test_start_datetime_is_preferred(wholebody_files, tmp_path):
 
 def test_injection_after_scan_is_an_error(wholebody_files, tmp_path):
     def late(ds, k):
-        _rp(ds).RadiopharmaceuticalStartDateTime = "20000907113000"
+        rp_item(ds).RadiopharmaceuticalStartDateTime = "20000907113000"
 
     make_series(wholebody_files, tmp_path / "pet", edit=late)
     with pytest.raises(HomingError, match=r"slice000\.dcm: injection.*after the scan start"):
@@ -456,7 +429,7 @@ def test_half_life_disagreement_is_an_error(wholebody_files, tmp_path):
 
 def test_unknown_nuclide_code_needs_sheet(wholebody_files, tmp_path):
     def unknown(ds, k):
-        code = _rp(ds).RadionuclideCodeSequence[0]
+        code = rp_item(ds).RadionuclideCodeSequence[0]
         code.CodeValue, code.CodeMeaning = "XYZ", "unobtainium"
 
     make_series(wholebody_files, tmp_path / "pet", edit=unknown)

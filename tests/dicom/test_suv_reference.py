@@ -15,7 +15,7 @@ import pytest
 from homing import HomingError
 from homing.dicom.suv import dataset_from_json, suv_bw_factor
 
-from .conftest import SHARED_DATA, require_data
+from ..conftest import SHARED_DATA, require_data
 
 SUV_REFERENCE = SHARED_DATA / "suv-reference"
 REL_TOL = 1e-3

@@ -9,19 +9,19 @@ import pytest
 from homing import HomingError
 from homing.dicom.ingest import ingest
 
-from .test_ingest import WHOLEBODY, _rp, _sorted_files, make_series
+from ..builders import WHOLEBODY, make_series, rp_item, sorted_files
 
 pytestmark = pytest.mark.usefixtures("tcia_dicom")  # skipped, or failed, without it (conftest)
 
 
 @pytest.fixture(scope="module")
 def pet_files():
-    return _sorted_files(WHOLEBODY)
+    return sorted_files(WHOLEBODY)
 
 
 def _drop(*keywords: str, radiopharm: bool = False):
     def edit(ds, k):
-        target = _rp(ds) if radiopharm else ds
+        target = rp_item(ds) if radiopharm else ds
         for keyword in keywords:
             if keyword in target:
                 delattr(target, keyword)
@@ -52,7 +52,7 @@ def test_missing_units_is_an_error(pet_files, tmp_path):
 
 def test_missing_nuclide_and_half_life_need_sheet(pet_files, tmp_path):
     def edit(ds, k):
-        item = _rp(ds)
+        item = rp_item(ds)
         for keyword in ("RadionuclideCodeSequence", "RadionuclideHalfLife", "Radiopharmaceutical"):
             if keyword in item:
                 delattr(item, keyword)
@@ -96,7 +96,7 @@ def test_sheet_nuclide_that_contradicts_the_header_stops(pet_files, tmp_path):
 
 def test_missing_header_dose_of_ex_vivo_cells_uses_the_infused_activity(pet_files, tmp_path):
     def no_dose(ds, k):
-        del _rp(ds).RadionuclideTotalDose
+        del rp_item(ds).RadionuclideTotalDose
 
     make_series(pet_files, tmp_path / "pet", edit=no_dose)
     vol = ingest(tmp_path / "pet", "emission", {"infused_activity_bq": 0.25e6})
@@ -120,7 +120,7 @@ def test_header_values_are_kept_for_the_cross_checks(pet_files, tmp_path):
     vol = ingest(tmp_path / "pet", "emission", {"injected_activity_bq": 1e6})
     header = vol.sidecar["DicomValues"]
     assert header["InjectedRadioactivity_MBq"] == pytest.approx(
-        float(_rp(ds).RadionuclideTotalDose) / 1e6
+        float(rp_item(ds).RadionuclideTotalDose) / 1e6
     )
     assert header["BodyWeight_kg"] == pytest.approx(0.025)
     assert header["PatientID"] == str(ds.PatientID)

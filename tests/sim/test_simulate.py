@@ -18,7 +18,8 @@ from scipy import ndimage
 from homing.registration import masks
 from homing.sim import phantom, simulate
 
-from .conftest import REPO
+from ..builders import QUIRKS_SESSIONS, truth_tables
+from ..conftest import REPO
 
 
 def _geometry(row, col, spacing_rc, positions):
@@ -72,13 +73,6 @@ def read_series(folder: Path):
     if ds.Modality == "PT":
         vol = vol * _pet_scale(ds)
     return vol, _geometry(iop[:3], iop[3:], spacing, positions), ds
-
-
-def truth_tables(study: Path):
-    kw = dict(sep="\t", dtype={"animal_id": str, "session_id": str})
-    return pd.read_csv(study / "truth" / "organs.tsv", **kw), pd.read_csv(
-        study / "truth" / "scans.tsv", **kw
-    )
 
 
 EXPECTED_COLUMN = {
@@ -278,16 +272,6 @@ def test_committed_example_sheets_are_the_demo_sheets(demo_study):
 @pytest.fixture(scope="module")
 def quirks_truth(quirks_study):
     return truth_tables(quirks_study)
-
-
-QUIRKS_SESSIONS = [
-    ("QX01", "d0"),
-    ("QX01", "d2"),
-    ("QX01", "d5"),
-    ("QR01", "d1"),
-    ("QR01", "d3"),
-    ("QR01", "d6"),
-]
 
 
 @pytest.mark.parametrize("animal,session", QUIRKS_SESSIONS)

@@ -12,7 +12,7 @@ import pytest
 
 from homing import cli
 
-from .conftest import ATLAS_CACHE, REPO, atlas_source, fetch_atlas
+from ..conftest import ATLAS_CACHE, REPO, atlas_source, fetch_atlas
 
 TINY = """
 from tests.conftest import SHARED_DATA, require_data

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from .conftest import SNAKEMAKE_ENV, local_snakemake_command, snakemake, write_subset
+from ..conftest import SNAKEMAKE_ENV, local_snakemake_command, snakemake, write_subset
 
 pytestmark = pytest.mark.workflow
 

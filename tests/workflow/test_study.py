@@ -12,7 +12,8 @@ import yaml
 from homing import HomingError
 from homing.workflow.study import load_schema, load_study, read_sheet, validate_config
 
-REPO = Path(__file__).resolve().parents[1]
+from ..conftest import REPO
+
 SCHEMAS = REPO / "workflow" / "schemas"
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 

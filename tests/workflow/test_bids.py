@@ -31,7 +31,7 @@ from homing.dicom.sidecar import emission_sidecar
 from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid, write_pet_series
 from homing.workflow import stages
 
-from .conftest import REPO, missing_data
+from ..conftest import REPO, missing_data
 
 VALIDATOR_VERSION = "1.15.0"
 VALIDATOR_DIR = REPO / ".homing-cache" / f"bids-validator-{VALIDATOR_VERSION}"

@@ -9,7 +9,7 @@ from scipy import ndimage
 from homing import HomingError
 from homing.registration import atlas
 
-from .conftest import DIGIMOUSE_JSON, require_data
+from ..conftest import DIGIMOUSE_JSON, require_data
 
 
 @pytest.fixture(scope="module")

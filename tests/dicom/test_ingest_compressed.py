@@ -12,7 +12,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELos
 from homing import HomingError
 from homing.dicom import ingest
 
-from .test_dicomwrite import _pet, _pet_volume, _series
+from ..builders import pet_meta, pet_volume, series_meta
 
 
 def _compressed_copy(src: Path, dst: Path, syntax) -> Path:
@@ -34,8 +34,8 @@ def test_compressed_series_ingests_identically(tmp_path, syntax):
     plain = tmp_path / "plain"
     affine = np.diag([0.4, 0.4, 0.4, 1.0])
     # OpenJPEG refuses to encode slices as small as 20 x 24 with its default settings.
-    volume = np.tile(_pet_volume(), (6, 7, 1))
-    write_pet_series(plain, volume, affine, _series(), _pet())
+    volume = np.tile(pet_volume(), (6, 7, 1))
+    write_pet_series(plain, volume, affine, series_meta(), pet_meta())
     packed = _compressed_copy(plain, tmp_path / "packed", syntax)
     first = pydicom.dcmread(next(packed.glob("*.dcm")))
     assert first.file_meta.TransferSyntaxUID == syntax
@@ -50,7 +50,7 @@ def test_truncated_compressed_file_is_named(tmp_path):
     from homing.sim.dicomwrite import write_pet_series
 
     plain = tmp_path / "plain"
-    write_pet_series(plain, _pet_volume(), np.diag([0.4, 0.4, 0.4, 1.0]), _series(), _pet())
+    write_pet_series(plain, pet_volume(), np.diag([0.4, 0.4, 0.4, 1.0]), series_meta(), pet_meta())
     packed = _compressed_copy(plain, tmp_path / "packed", RLELossless)
     victim = sorted(packed.glob("*.dcm"))[2]
     victim.write_bytes(victim.read_bytes()[:-200])

@@ -1,7 +1,7 @@
 """Registration pieces against known truth: grids, PET → CT (simulated frames of reference).
 
 The organ accuracy of CT → atlas and CT → reference session is checked on a full demo run
-(tests/test_workflow.py) and measured over more animals by bench/bench_registration.py.
+(tests/workflow/test_workflow.py) and measured over more animals by bench/bench_registration.py.
 """
 
 import os
@@ -13,7 +13,7 @@ import numpy as np
 from homing.registration import ants as reg_ants
 from homing.registration import images, pet_to_ct
 
-from .conftest import ingest_to
+from ..conftest import ingest_to
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 

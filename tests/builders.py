@@ -1,0 +1,101 @@
+"""Builders the test modules share: DICOM series cut from the TCIA whole-body PET, the
+simulator's series and PET metadata, and the simulated studies' truth tables. (Fixtures live
+in conftest.py; test modules import from here, never from each other.)"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pydicom
+
+from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid
+
+from .conftest import TCIA_DICOM
+
+#: The TCIA whole-body PET (a 71 kg human): slices of it make small test series.
+WHOLEBODY = TCIA_DICOM / "PT_wholebody_full"
+#: Shape of the simulator test volumes (pet_volume).
+SHAPE = (20, 24, 10)
+
+
+def sorted_files(folder: Path) -> list[Path]:
+    """Files of a folder sorted by z of ImagePositionPatient (axial, IOP = identity here)."""
+    files = sorted(folder.glob("*.dcm"))
+    z = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]) for f in files]
+    return [files[i] for i in np.argsort(z)]
+
+
+def make_series(wholebody_files, folder: Path, edit=None, n: int = 6) -> list[Path]:
+    """Copy ``n`` consecutive slices of the whole-body PET, as a mouse (0.025 kg), editing
+    each dataset with ``edit(ds, k)``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k, src in enumerate(wholebody_files[:n]):
+        ds = pydicom.dcmread(src)
+        ds.PatientWeight = "0.025"
+        if edit is not None:
+            edit(ds, k)
+        path = folder / f"slice{k:03d}.dcm"
+        ds.save_as(path)
+        out.append(path)
+    return out
+
+
+def rp_item(ds):
+    """The first RadiopharmaceuticalInformationSequence item of a dataset."""
+    return ds.RadiopharmaceuticalInformationSequence[0]
+
+
+def series_meta(weight: float | None = 0.025, when=None, series="pet") -> SeriesMeta:
+    return SeriesMeta(
+        patient_id="M07",
+        patient_name="CART^M07",
+        patient_weight_kg=weight,
+        patient_sex="F",
+        study_uid=make_uid("study", "M07"),
+        series_uid=make_uid("series", "M07", series),
+        frame_of_reference_uid=make_uid("for", "M07"),
+        series_datetime=when or datetime(2024, 3, 5, 10, 30, 15),
+        series_description=f"{series} day 3",
+        series_number=3,
+    )
+
+
+def pet_meta(nuclide="89Zr", decay="START", injection=None, **extra) -> PetMeta:
+    return PetMeta(
+        radiopharmaceutical="89Zr-oxine labelled CAR-T cells" if nuclide == "89Zr" else "oxine",
+        nuclide=nuclide,
+        injected_activity_bq=3.7e6,
+        injection_datetime=injection or datetime(2024, 3, 2, 9, 5, 0),
+        frame_duration_s=600.0,
+        decay_correction=decay,
+        **extra,
+    )
+
+
+def pet_volume(seed=0):
+    rng = np.random.default_rng(seed)
+    vol = rng.gamma(2.0, 5000.0, size=SHAPE)
+    vol[:, :, 4] = 0.0  # an all-zero slice
+    vol[3, 5, 6] = -250.0  # negative values survive (noisy reconstructions have them)
+    return vol
+
+
+QUIRKS_SESSIONS = [
+    ("QX01", "d0"),
+    ("QX01", "d2"),
+    ("QX01", "d5"),
+    ("QR01", "d1"),
+    ("QR01", "d3"),
+    ("QR01", "d6"),
+]
+
+
+def truth_tables(study: Path):
+    kw = dict(sep="\t", dtype={"animal_id": str, "session_id": str})
+    return pd.read_csv(study / "truth" / "organs.tsv", **kw), pd.read_csv(
+        study / "truth" / "scans.tsv", **kw
+    )
