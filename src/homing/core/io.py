@@ -35,6 +35,31 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_dir(path: Path | str) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to fill; when the block ends without error it
+    takes the place of ``path`` (an existing folder there is moved aside first and removed
+    after), and when it raises it is removed and any old ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    tmp.mkdir()
+    old: Path | None = None
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".old-{uuid.uuid4().hex[:8]}-{path.name}")
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not path.exists():
+            os.replace(old, path)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def copy_file(src: Path | str, path: Path | str) -> None:
     """Copy a file (e.g. one a tool wrote in a temporary folder) to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -4,16 +4,15 @@ series in place with one :func:`os.replace`."""
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import correct_ambiguous_vr, write_data_element, write_file_meta_info
+
+from homing.core import io
 
 #: The file names this writer gives a series; a folder holding anything else is not replaced.
 SERIES_FILE_RE = re.compile(r"^IM_\d+\.dcm$")
@@ -94,22 +93,8 @@ def write_series_atomically(
     width = max(4, len(str(count)))
     names = [f"IM_{n:0{width}d}.dcm" for n in range(1, count + 1)]
 
-    tmp = parent / f".{folder.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    os.mkdir(tmp)
-    old: Path | None = None
-    try:
+    with io.atomic_dir(folder) as tmp:
         encoder = SeriesEncoder()
         for name, ds in zip(names, datasets, strict=True):
             (tmp / name).write_bytes(encoder.encode(ds))
-        if folder.exists():
-            old = parent / f".{folder.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not folder.exists():
-            os.replace(old, folder)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
     return [folder / name for name in names]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -38,6 +37,7 @@ import pandas as pd
 import pydicom.config
 import yaml
 
+from homing.core import io
 from homing.registration.atlas import canonical_labels, decode_digimouse_json
 from homing.sim import phantom
 from homing.sim.biology import AnimalBiology, animal_rng, infused_activity_bq
@@ -135,23 +135,17 @@ def simulate(
     atlas_aff = labels_img.affine
     body_centre = (atlas_aff @ np.append(np.argwhere(atlas_labels > 0).mean(axis=0), 1.0))[:3]
 
-    tmp = outdir.with_name(f".{outdir.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    todo = [
-        (design, cohort_idx, animal_id, atlas_labels, atlas_aff, body_centre, tmp)
-        for cohort_idx, (cohort, animal_id) in enumerate(animal_ids(design))
-        if only_animals is None or animal_id in only_animals
-    ]
-    _write_tables(_run_animals(todo, jobs), tmp)
-    (tmp / "design.yaml").write_text(
-        f"# The design as simulated by `homing simulate` (defaults filled in, seed {seed}).\n"
-        + yaml.safe_dump(design, sort_keys=False)
-    )
-    if outdir.exists():
-        shutil.rmtree(outdir)
-    os.replace(tmp, outdir)
+    with io.atomic_dir(outdir) as tmp:
+        todo = [
+            (design, cohort_idx, animal_id, atlas_labels, atlas_aff, body_centre, tmp)
+            for cohort_idx, (cohort, animal_id) in enumerate(animal_ids(design))
+            if only_animals is None or animal_id in only_animals
+        ]
+        _write_tables(_run_animals(todo, jobs), tmp)
+        (tmp / "design.yaml").write_text(
+            f"# The design as simulated by `homing simulate` (defaults filled in, seed {seed}).\n"
+            + yaml.safe_dump(design, sort_keys=False)
+        )
     return {
         "animals": outdir / "animals.tsv",
         "scans": outdir / "scans.tsv",
