@@ -25,8 +25,8 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 
 from homing import HomingError
-from homing.core.decay import seconds_between
-from homing.core.suv import decayed_dose_bq, suv_bw_per_bq_per_ml
+from homing.core.decay import decay_activity, seconds_between
+from homing.core.suv import suv_bw_per_bq_per_ml
 from homing.dicom.headers import (
     dataset_name,
     positive_number,
@@ -301,7 +301,7 @@ def suv_bw_factor(
         )
     if decay_corr == "ADMIN":
         reference = injection
-    factor = suv_bw_per_bq_per_ml(weight_g, decayed_dose_bq(dose_bq, injection, reference, hl_s))
+    factor = suv_bw_per_bq_per_ml(weight_g, decay_activity(dose_bq, injection, reference, hl_s))
     if not math.isfinite(factor):
         raise HomingError(f"{path}: SUV factor is not finite (weight, dose or times are odd)")
 

@@ -6,7 +6,8 @@ import numpy as np
 import pydicom
 
 from homing import HomingError
-from homing.core.suv import decayed_dose_bq, suv_bw_per_bq_per_ml
+from homing.core.decay import decay_activity
+from homing.core.suv import suv_bw_per_bq_per_ml
 from homing.dicom.headers import dataset_name, positive_number, rp_value, str_or_none, tag_text
 
 #: Private creator of the Philips PET group 7053: (7053,xx00) SUVScaleFactor and
@@ -77,7 +78,7 @@ def gml_conversion(
             "DICOM lacks them; this is right only if the scanner used the same values"
         )
     dc_dt = scan_start if decay_corr == "START" else suv_injection
-    dose_at_dc = decayed_dose_bq(suv_dose, suv_injection, dc_dt, nuc.half_life_s)
+    dose_at_dc = decay_activity(suv_dose, suv_injection, dc_dt, nuc.half_life_s)
     factor = 1.0 / suv_bw_per_bq_per_ml(suv_weight_kg * 1000.0, dose_at_dc)
     warn.append(f"{tag_text('Units')} was GML (SUVbw): converted to Bq/mL with factor {factor:.6g}")
     return {
