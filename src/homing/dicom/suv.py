@@ -228,6 +228,39 @@ def _check_series_agrees(datasets: list[Dataset]) -> None:
     series_value(datasets, series_datetime, "SeriesDate/SeriesTime")
 
 
+def _bqml_factor(
+    datasets: list[Dataset],
+    decay_corr: str,
+    half_life_s: float | None,
+    allow_injection_after_scan_start: bool,
+    warn: list[str],
+) -> float:
+    """SUVbw per Bq/mL (g/mL): weight (g) / dose (Bq) decayed to the image's decay-correction
+    time (the QIBA scan reference time for START, the injection for ADMIN)."""
+    first = datasets[0]
+    path = dataset_name(first)
+    weight_g = _weight_g(first)
+    dose_bq = injected_dose_bq(first, {}, {})
+    hl_s = _half_life_s(first, half_life_s)
+    reference, source = scan_start_datetime(datasets, warn)
+    injection = injection_datetime(datasets, reference, warn)
+    after_s = seconds_between(reference, injection)
+    if after_s > 0 and not allow_injection_after_scan_start:
+        raise HomingError(
+            f"{path}: injection {injection.isoformat()} is {after_s:.0f} s after the scan "
+            f"reference time ({source}: {reference.isoformat()}); check "
+            f"{tag_text('RadiopharmaceuticalStartDateTime')}, or allow an injection during a "
+            "dynamic scan"
+        )
+    if decay_corr == "ADMIN":
+        reference = injection
+    factor = suv_bw_per_bq_per_ml(weight_g, decay_activity(dose_bq, injection, reference, hl_s))
+    if not math.isfinite(factor):
+        raise HomingError(f"{path}: SUV factor is not finite (weight, dose or times are odd)")
+
+    return factor
+
+
 def suv_bw_factor(
     datasets: list[Dataset],
     half_life_s: float | None = None,
@@ -286,25 +319,7 @@ def suv_bw_factor(
             warn.append("Units CNTS: SUV factor = Philips SUVScaleFactor (7053,1000)")
             return [float(f) for f in suv_factors]
 
-    weight_g = _weight_g(first)
-    dose_bq = injected_dose_bq(first, {}, {})
-    hl_s = _half_life_s(first, half_life_s)
-    reference, source = scan_start_datetime(datasets, warn)
-    injection = injection_datetime(datasets, reference, warn)
-    after_s = seconds_between(reference, injection)
-    if after_s > 0 and not allow_injection_after_scan_start:
-        raise HomingError(
-            f"{path}: injection {injection.isoformat()} is {after_s:.0f} s after the scan "
-            f"reference time ({source}: {reference.isoformat()}); check "
-            f"{tag_text('RadiopharmaceuticalStartDateTime')}, or allow an injection during a "
-            "dynamic scan"
-        )
-    if decay_corr == "ADMIN":
-        reference = injection
-    factor = suv_bw_per_bq_per_ml(weight_g, decay_activity(dose_bq, injection, reference, hl_s))
-    if not math.isfinite(factor):
-        raise HomingError(f"{path}: SUV factor is not finite (weight, dose or times are odd)")
-
+    factor = _bqml_factor(datasets, decay_corr, half_life_s, allow_injection_after_scan_start, warn)
     if units == "CNTS":
         warn.append(
             "Units CNTS: SUV factor = Philips ActivityConcentrationScaleFactor (7053,1009) x "
