@@ -1,3 +1,4 @@
 """Quantification: organ tables (activity, %ID/g, SUV, cells; ``quantify``), the sheets
-checked against the DICOM header (``crosscheck``), and user ROIs (``roi``). New quantities
-(cells by each method, detection limits, partial-volume correction) get modules here."""
+checked against the DICOM header (``crosscheck``), user ROIs (``roi``), and the regional
+partial-volume correction by the geometric transfer matrix (``pvc``). New quantities (cells
+by each method, detection limits) get modules here."""
