@@ -99,3 +99,18 @@ def truth_tables(study: Path):
     return pd.read_csv(study / "truth" / "organs.tsv", **kw), pd.read_csv(
         study / "truth" / "scans.tsv", **kw
     )
+
+
+def organ_table_from_labels(
+    pet, labels, voxel_ml, sidecar, organs, animal, density=1.0, psf_fwhm_mm=0.0, **settings
+):
+    """quant.quantify.organ_table on a hard label map (each voxel wholly in one organ): its
+    fractional masks are one-hot, on a cubic grid of ``voxel_ml``; no PSF by default, so
+    the partial-volume-corrected values equal the uncorrected ones."""
+    from homing.quant.quantify import QuantSettings, organ_table
+
+    present = [int(v) for v in np.unique(labels) if v != 0]
+    fractions = np.stack([labels == v for v in present], axis=-1).astype(np.float32)
+    voxel_mm = [(voxel_ml * 1000.0) ** (1.0 / 3.0)] * 3
+    config = QuantSettings(psf_fwhm_mm=psf_fwhm_mm, tissue_density_g_per_ml=density, **settings)
+    return organ_table(pet, fractions, present, voxel_mm, sidecar, organs, animal, config)

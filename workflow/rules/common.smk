@@ -56,6 +56,13 @@ def scan_cell(column):
     return cell
 
 
+# The config's quantification settings the organ table reads (not report_organs, which
+# only the figures use: changing it reruns no organ table).
+QUANTIFICATION = {
+    k: v for k, v in config["quantification"].items() if k != "report_organs"
+}
+
+
 def animal_row(wildcards):
     return STUDY.animal(wildcards.animal)
 

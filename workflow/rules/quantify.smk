@@ -4,8 +4,8 @@ rule quantify_scan:
     input:
         pet=scan_path("pet", "pet.nii.gz"),
         pet_json=scan_path("pet", "pet.json"),
-        labels_pet=scan_path("pet", "space-pet_dseg.nii.gz"),
-        labels_ct=scan_path("anat", "space-ct_dseg.nii.gz"),
+        probseg=scan_path("pet", "space-pet_probseg.nii.gz"),
+        probseg_tsv=scan_path("pet", "space-pet_probseg.tsv"),
         table=scan_path("anat", "space-ct_dseg.tsv"),
         regqc=scan_path("qc", "desc-regqc.json"),
         pet_to_ct=scan_path("xfm", "from-pet_to-ct_xfm.json"),
@@ -27,8 +27,7 @@ rule quantify_scan:
     params:
         animal=quantified_animal_fields,
         scan=quantified_scan_fields,
-        density=config["quantification"]["tissue_density_g_per_ml"],
-        small_organ_ml=config["quantification"]["small_organ_ml"],
+        quantification=QUANTIFICATION,
         checks=config["checks"],
         where=SHEET_ROW,
     script:

@@ -8,7 +8,7 @@ time, and %ID/g needs C and ID at one time (DOMAIN.md §3).
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -24,6 +24,8 @@ from homing.core.decay import (
 )
 from homing.core.nuclides import nuclide_named
 from homing.core.suv import suv_bw_per_bq_per_ml
+from homing.quant import pvc, regions
+from homing.quant.density import organ_density
 
 
 def to_injection_factor(sidecar: dict) -> float | np.ndarray:
@@ -189,100 +191,224 @@ def label_equivalent_cells_per_bq(animal: dict, injection: datetime, nuclide: st
     return 1.0 / a_cell_bq
 
 
-def _label_sums(pet_bq_per_ml, labels_on_pet, to_inj, n_labels: int, sidecar: dict):
-    """Per label: PET voxel count, sum and sum of squares of Bq/mL as stored, and (for a
-    per-slice decay factor) the sum of Bq/mL decay-corrected voxel-wise; else None."""
-    flat_lab = labels_on_pet.ravel()
-    flat_val = pet_bq_per_ml.ravel().astype(np.float64)
-    n_pet = np.bincount(flat_lab, minlength=n_labels)
-    sums = np.bincount(flat_lab, weights=flat_val, minlength=n_labels)
-    sq = np.bincount(flat_lab, weights=flat_val**2, minlength=n_labels)
-    sums_inj = None
-    if isinstance(to_inj, np.ndarray):  # per slice (uncorrected multi-bed): voxel-wise first
-        if pet_bq_per_ml.ndim != 3 or to_inj.shape[2] != pet_bq_per_ml.shape[2]:
+@dataclass(frozen=True)
+class QuantSettings:
+    """What the organ table needs from the config (``quantification``), units in the names.
+
+    ``tissue_density_g_per_ml``: the %ID/g convention (1 g/mL in the field).
+    ``organ_density_g_per_ml``: per-organ density overrides (:mod:`homing.quant.density`).
+    ``psf_fwhm_mm``: the scanner's reconstructed resolution, for the partial-volume
+    correction. ``peak_radius_mm``: radius of the peak sphere. ``recovery_flag_below``:
+    regional recovery under which a row is flagged small_organ_partial_volume.
+    ``min_recovery``, ``max_condition``: the GTM's fallback thresholds (:mod:`pvc`).
+    ``reference_time``: "injection", "infusion", "labelling" or an ISO 8601 datetime.
+    """
+
+    psf_fwhm_mm: float
+    tissue_density_g_per_ml: float = 1.0
+    organ_density_g_per_ml: dict = field(default_factory=dict)
+    peak_radius_mm: float = 1.0
+    recovery_flag_below: float = 0.85
+    min_recovery: float = pvc.MIN_RECOVERY
+    max_condition: float = pvc.MAX_CONDITION
+    reference_time: str = "injection"
+
+
+def settings_from_config(quantification: dict, sidecar: dict, where: str) -> QuantSettings:
+    """QuantSettings from the config's ``quantification`` section; the PSF FWHM is the one
+    given for the scanner's model (ManufacturersModelName) or the ``default``."""
+    partial = quantification["partial_volume"]
+    by_model = partial["psf_fwhm_mm"]
+    model = sidecar.get("ManufacturersModelName")
+    psf = by_model.get(model, by_model.get("default")) if model else by_model.get("default")
+    if psf is None:
+        raise HomingError(
+            f"{where}: config quantification.partial_volume.psf_fwhm_mm has no value for this "
+            f"scanner ({model!r}) and no default; give the reconstructed resolution (mm FWHM)"
+        )
+    return QuantSettings(
+        psf_fwhm_mm=float(psf),
+        tissue_density_g_per_ml=float(quantification["tissue_density_g_per_ml"]),
+        organ_density_g_per_ml=dict(quantification.get("organ_density_g_per_ml") or {}),
+        peak_radius_mm=float(quantification["peak_sphere_radius_mm"]),
+        recovery_flag_below=float(partial["recovery_flag_below"]),
+        min_recovery=float(partial["min_recovery"]),
+        max_condition=float(partial["max_condition"]),
+        reference_time=str(quantification["reference_time"]),
+    )
+
+
+def reference_datetime(reference: str, sidecar: dict, animal: dict) -> datetime:
+    """The datetime activities are decay-corrected to: the scan's injection, the animal's
+    cell infusion or labelling (animals.tsv, on the scanner's clock), or a given ISO 8601
+    datetime (the scanner's local time unless it carries an offset)."""
+    injection = datetime.fromisoformat(sidecar["InjectionDateTime"])
+    if reference == "injection":
+        return injection
+    if reference in ("infusion", "labelling"):
+        column = f"{reference}_datetime"
+        value = animal.get(column)
+        if not isinstance(value, (str, datetime)) or value == "":
             raise HomingError(
-                f"{sidecar.get('SeriesInstanceUID')}: per-slice decay factors for "
-                f"{to_inj.shape[2]} slices (the bed positions of the ingested image) do not "
-                f"fit a PET of shape {pet_bq_per_ml.shape}"
+                f"{animal.get('animal_id')}: config quantification.reference_time is "
+                f"{reference}, but animals.tsv has no {column} for this animal; give it, or "
+                "choose reference_time: injection"
             )
-        corrected = (pet_bq_per_ml.astype(np.float64) * to_inj).ravel()
-        sums_inj = np.bincount(flat_lab, weights=corrected, minlength=n_labels)
-    return n_pet, sums, sq, sums_inj
+        return animal_time(animal, column, injection)[0]
+    try:
+        given = datetime.fromisoformat(reference)
+    except ValueError:
+        raise HomingError(
+            f"config quantification.reference_time: {reference!r} is not injection, "
+            "infusion, labelling or an ISO 8601 datetime (e.g. 2026-03-02T10:00:00)"
+        ) from None
+    return on_one_clock(given, injection)[0]
 
 
 def organ_table(
     pet_bq_per_ml: np.ndarray,
-    labels_on_pet: np.ndarray,
-    labels_on_ct: np.ndarray,
-    ct_voxel_ml: float,
+    fractions: np.ndarray,
+    fraction_labels,
+    pet_voxel_mm,
     sidecar: dict,
     organs: pd.DataFrame,
     animal: dict,
-    tissue_density_g_per_ml: float,
-    small_organ_ml: float,
+    settings: QuantSettings,
 ) -> pd.DataFrame:
-    """One row per atlas organ: volume, decay-corrected mean Bq/mL, %ID, %ID/g, SUVbw, cells.
+    """One row per organ: volume, activity, mean, max and peak Bq/mL, %ID, %ID/g (at the
+    convention's and at the organ's density), SUVbw and label-equivalent cells, each without
+    and with partial-volume correction (``…_pvc``), and the flags.
 
-    ``organs`` is the scan's label table (columns label, name and optionally source: "atlas",
-    or "user_mask" / "threshold" for user ROIs). Volumes come from the label
-    map on the (finer) CT grid; concentrations from the label map on the PET grid. The
-    decay correction to injection (:func:`to_injection_factor`) is applied voxel-wise before
-    the organ means when it varies by slice (an uncorrected multi-bed image).
+    ``fractions`` [x, y, z, n] are the organs' fractional masks on the PET grid, in the
+    order of ``fraction_labels``; ``organs`` is the scan's label table (label, name and
+    optionally source: "atlas", "user_mask" or "threshold"). The image is first
+    decay-corrected to the injection (:func:`to_injection_factor`, voxel-wise when it varies
+    by slice); activities are also given at ``settings.reference_time``.
     """
-    if pet_bq_per_ml.shape != labels_on_pet.shape:
+    if pet_bq_per_ml.ndim != 3 or fractions.shape[:3] != pet_bq_per_ml.shape:
         raise HomingError(
-            f"PET {pet_bq_per_ml.shape} and its label map "
-            f"{labels_on_pet.shape} are on different grids"
+            f"PET {pet_bq_per_ml.shape} and its fractional masks {fractions.shape} are on "
+            "different grids"
         )
-    to_inj = to_injection_factor(sidecar)
-    injected_bq = float(sidecar["InjectedRadioactivity"]) * 1e6
-    weight_g = float(sidecar["BodyWeight"]) * 1000.0
-    injection = datetime.fromisoformat(sidecar["InjectionDateTime"])
-    cells_per_bq = label_equivalent_cells_per_bq(animal, injection, sidecar["TracerRadionuclide"])
-    n_labels = int(max(organs.label.max(), labels_on_pet.max(), labels_on_ct.max())) + 1
-    n_pet, sums, sq, sums_inj = _label_sums(pet_bq_per_ml, labels_on_pet, to_inj, n_labels, sidecar)
-    n_ct = np.bincount(labels_on_ct.ravel(), minlength=n_labels)
+    at_injection = _at_injection(pet_bq_per_ml, sidecar)
+    names = [str(organs.set_index("label").name.get(int(v), f"label_{v}")) for v in fraction_labels]
+    stats = regions.region_stats(at_injection, fractions, pet_voxel_mm, settings.peak_radius_mm)
+    stored = regions.region_stats(pet_bq_per_ml, fractions, pet_voxel_mm, None)
+    corrected = pvc.gtm_correct(
+        at_injection,
+        fractions,
+        pet_voxel_mm,
+        settings.psf_fwhm_mm,
+        names=names,
+        min_recovery=settings.min_recovery,
+        max_condition=settings.max_condition,
+    )
+    column = {int(v): i for i, v in enumerate(fraction_labels)}
+    scan = _scan_constants(sidecar, animal, settings)
     rows = []
     for organ in organs.itertuples():
         if organ.label == 0:
             continue
-        lab = int(organ.label)
-        flags = []
-        volume_ml = n_ct[lab] * ct_voxel_ml
-        if n_pet[lab] == 0:
-            mean_scan = sd_scan = float("nan")
-            flags.append("not_on_pet_grid")
-        else:
-            mean_scan = sums[lab] / n_pet[lab]
-            sd_scan = math.sqrt(max(sq[lab] / n_pet[lab] - mean_scan**2, 0.0))
-        if volume_ml < small_organ_ml:
-            flags.append("small_organ_partial_volume")
-        if sums_inj is None:
-            mean_inj = mean_scan * to_inj
-        else:
-            mean_inj = sums_inj[lab] / n_pet[lab] if n_pet[lab] else float("nan")
-        total_inj = mean_inj * volume_ml
+        i = column.get(int(organ.label))
         rows.append(
-            {
-                "organ": organ.name,
-                "label": lab,
-                "region_source": getattr(organ, "source", "atlas"),
-                "volume_ml": volume_ml,
-                "pet_voxels": int(n_pet[lab]),
-                "mean_bq_per_ml_as_stored": mean_scan,
-                "sd_bq_per_ml_as_stored": sd_scan,
-                "mean_bq_per_ml_at_injection": mean_inj,
-                "total_activity_bq_at_injection": total_inj,
-                "injected_activity_bq": injected_bq,
-                "percent_injected_dose": 100.0 * total_inj / injected_bq,
-                "tissue_density_g_per_ml": tissue_density_g_per_ml,
-                "percent_id_per_g": 100.0 * mean_inj / (injected_bq * tissue_density_g_per_ml),
-                "suv_bw_g_per_ml": mean_inj * suv_bw_per_bq_per_ml(weight_g, injected_bq),
-                "label_equivalent_cells": total_inj * cells_per_bq,
-                "flags": ";".join(flags),
-            }
+            _organ_row(
+                organ,
+                stats[i] if i is not None else None,
+                stored[i] if i is not None else None,
+                corrected.regions[i] if i is not None else None,
+                scan,
+                settings,
+            )
+            | {"pvc_condition_number": corrected.condition_number_solved}
         )
     return pd.DataFrame(rows)
+
+
+def _at_injection(pet_bq_per_ml: np.ndarray, sidecar: dict) -> np.ndarray:
+    """The image in Bq/mL decay-corrected to the injection (float64)."""
+    to_inj = to_injection_factor(sidecar)
+    if isinstance(to_inj, np.ndarray) and to_inj.shape[2] != pet_bq_per_ml.shape[2]:
+        raise HomingError(
+            f"{sidecar.get('SeriesInstanceUID')}: per-slice decay factors for "
+            f"{to_inj.shape[2]} slices (the bed positions of the ingested image) do not fit a "
+            f"PET of shape {pet_bq_per_ml.shape}"
+        )
+    return np.asarray(pet_bq_per_ml, dtype=np.float64) * to_inj
+
+
+def _scan_constants(sidecar: dict, animal: dict, settings: QuantSettings) -> dict:
+    """Per-scan numbers every organ row uses: injected Bq, weight g, cells per Bq, and the
+    decay factor from the injection to the reference time."""
+    injection = datetime.fromisoformat(sidecar["InjectionDateTime"])
+    reference = reference_datetime(settings.reference_time, sidecar, animal)
+    half_life_s = nuclide_named(sidecar["TracerRadionuclide"]).half_life_s
+    return {
+        "injected_bq": float(sidecar["InjectedRadioactivity"]) * 1e6,
+        "weight_g": float(sidecar["BodyWeight"]) * 1000.0,
+        "cells_per_bq": label_equivalent_cells_per_bq(
+            animal, injection, sidecar["TracerRadionuclide"]
+        ),
+        "reference": settings.reference_time,
+        "reference_datetime": reference.isoformat(),
+        "to_reference": decay_factor(seconds_between(injection, reference), half_life_s),
+    }
+
+
+def _organ_row(organ, stat, stored, corrected, scan: dict, settings: QuantSettings) -> dict:
+    """The table row of one organ (``stat``/``corrected`` None: not on the PET grid)."""
+    density, density_source = organ_density(organ.name, settings.organ_density_g_per_ml)
+    flags = []
+    if stat is None or stat.volume_ml == 0:
+        flags.append("not_on_pet_grid")
+        stat = stored = regions.RegionStats(0.0, 0, 0.0, *[float("nan")] * 4)
+        mean_pvc, recovery = float("nan"), float("nan")
+    else:
+        mean_pvc, recovery = corrected.corrected_bq_per_ml, corrected.regional_recovery
+        if corrected.flag:
+            flags.append(corrected.flag)
+        if recovery < settings.recovery_flag_below:
+            flags.append("small_organ_partial_volume")
+    row = {
+        "organ": organ.name,
+        "label": int(organ.label),
+        "region_source": getattr(organ, "source", "atlas"),
+        "volume_ml": stat.volume_ml,
+        "pet_voxels": stat.core_voxels,
+        "mean_bq_per_ml_as_stored": stored.mean_bq_per_ml,
+        "sd_bq_per_ml_as_stored": stored.sd_bq_per_ml,
+        "mean_bq_per_ml_at_injection": stat.mean_bq_per_ml,
+        "max_bq_per_ml_at_injection": stat.max_bq_per_ml,
+        "peak_bq_per_ml_at_injection": stat.peak_bq_per_ml,
+        "peak_sphere_radius_mm": settings.peak_radius_mm,
+        "injected_activity_bq": scan["injected_bq"],
+        "tissue_density_g_per_ml": settings.tissue_density_g_per_ml,
+        "organ_density_g_per_ml": density,
+        "organ_density_source": density_source,
+        "reference_time": scan["reference"],
+        "reference_datetime": scan["reference_datetime"],
+        "pvc_recovery": recovery,
+    }
+    for suffix, mean in (("", stat.mean_bq_per_ml), ("_pvc", mean_pvc)):
+        row |= _derived(mean, stat.volume_ml, density, scan, settings, suffix)
+    row["flags"] = ";".join(flags)
+    return row
+
+
+def _derived(mean, volume_ml, density, scan: dict, settings: QuantSettings, suffix: str):
+    """Totals, %ID, %ID/g, SUVbw and cells from a mean at injection (Bq/mL); ``suffix``
+    marks the partial-volume-corrected set."""
+    injected = scan["injected_bq"]
+    total = mean * volume_ml
+    return {
+        f"mean_bq_per_ml_at_injection{suffix}": mean,
+        f"total_activity_bq_at_injection{suffix}": total,
+        f"total_activity_bq_at_reference{suffix}": total * scan["to_reference"],
+        f"percent_injected_dose{suffix}": 100.0 * total / injected,
+        f"percent_id_per_g{suffix}": 100.0 * mean / (injected * settings.tissue_density_g_per_ml),
+        f"percent_id_per_g_organ_density{suffix}": 100.0 * mean / (injected * density),
+        f"suv_bw_g_per_ml{suffix}": mean * suv_bw_per_bq_per_ml(scan["weight_g"], injected),
+        f"label_equivalent_cells{suffix}": total * scan["cells_per_bq"],
+    }
 
 
 def with_registration_qc(table: pd.DataFrame, regqc: dict, pet_to_ct: dict) -> pd.DataFrame:

@@ -161,13 +161,17 @@ def organ_truth_rows(ctx: ScanContext, inj: Injection, activity: SessionActivity
 
 
 def write_config(outdir: Path, atlas_local_path: Path | None) -> Path:
-    """A config overlay for a simulated study: the sheet paths (and the atlas copy, if any).
+    """A config overlay for a simulated study: the sheet paths, the simulated scanner's PSF
+    (for the partial-volume correction), and the atlas copy, if any.
 
     Run it on top of the workflow's config/config.yaml:
     ``snakemake --configfile OUTDIR/config.yaml``.
     """
     outdir = Path(outdir).resolve()
     cfg: dict = {"animals": str(outdir / "animals.tsv"), "scans": str(outdir / "scans.tsv")}
+    design = yaml.safe_load((outdir / "design.yaml").read_text())
+    psf_mm = float(design["scanner"]["psf_fwhm_mm"])
+    cfg["quantification"] = {"partial_volume": {"psf_fwhm_mm": {"default": psf_mm}}}
     if atlas_local_path:
         cfg["atlas"] = {"local_path": str(Path(atlas_local_path).resolve())}
     path = outdir / "config.yaml"

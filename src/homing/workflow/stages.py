@@ -348,46 +348,43 @@ def _labels_and_body_box(
 def quantify_scan(
     pet_nii: Path,
     pet_json: Path,
-    labels_pet: Path,
-    labels_ct: Path,
+    probseg_nii: Path,
+    probseg_tsv: Path,
     label_tsv: Path,
     regqc_json: Path,
     pet_to_ct_json: Path,
     animal: dict,
     scan: dict,
-    tissue_density_g_per_ml: float,
-    small_organ_ml: float,
+    quantification: dict,
     checks: dict,
     where: str,
     out_tsv: Path,
 ) -> None:
     """Per-organ table of one scan (see homing.quant.quantify.organ_table for the columns), with
     the scan's registration QC metrics and flags on every row. The sheets are checked
-    against the header first (homing.quant.crosscheck, tolerances ``checks``)."""
+    against the header first (homing.quant.crosscheck, tolerances ``checks``);
+    ``quantification`` is the config's section of that name."""
     import pandas as pd
 
     from homing.quant import crosscheck, quantify
 
     sidecar = _read_json(pet_json)
     sheet_flags = crosscheck.check_scan(sidecar, animal, scan, checks, where)
-    pet_img, lab_pet, lab_ct = (nib.load(str(p)) for p in (pet_nii, labels_pet, labels_ct))
-    if not np.allclose(pet_img.affine, lab_pet.affine, atol=1e-4):
-        raise HomingError(f"{labels_pet} is not on the grid of {pet_nii}")
-    ct_labels = np.asarray(lab_ct.dataobj, dtype=np.uint8)
-    # Only the labels' box: the organ volumes count labelled voxels alone, and a micro-CT's
-    # whole grid would be counted through a 64-bit copy (1.4 GB for 512×512×680).
-    if ct_labels.any():
-        ct_labels = np.ascontiguousarray(ct_labels[masks.bounding_box(ct_labels > 0, 0)])
+    pet_img, prob = nib.load(str(pet_nii)), nib.load(str(probseg_nii))
+    if not np.allclose(pet_img.affine, prob.affine, atol=1e-4):
+        raise HomingError(f"{probseg_nii} is not on the grid of {pet_nii}")
+    fraction_labels = pd.read_csv(probseg_tsv, sep="\t").label.to_numpy()
     table = quantify.organ_table(
         np.asarray(pet_img.dataobj, dtype=np.float32),
-        np.asarray(lab_pet.dataobj).astype(np.uint8),
-        ct_labels,
-        float(abs(np.linalg.det(lab_ct.affine[:3, :3]))) / 1000.0,
+        np.asarray(prob.dataobj, dtype=np.float32).reshape(
+            *pet_img.shape[:3], len(fraction_labels)
+        ),
+        fraction_labels,
+        np.linalg.norm(pet_img.affine[:3, :3], axis=0),
         sidecar,
         pd.read_csv(label_tsv, sep="\t"),
         animal,
-        tissue_density_g_per_ml,
-        small_organ_ml,
+        quantify.settings_from_config(quantification, sidecar, where),
     )
     table = quantify.with_registration_qc(table, _read_json(regqc_json), _read_json(pet_to_ct_json))
     table = quantify.with_flags(table, sheet_flags)

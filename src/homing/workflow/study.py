@@ -40,6 +40,8 @@ def _path_of(error: jsonschema.ValidationError) -> str:
 #: Keys that earlier versions read and this one does not, with where the setting went: a
 #: config that still sets one stops with this rather than being silently ignored.
 MOVED_CONFIG_KEYS = {
+    ("quantification", "small_organ_ml"): "the partial-volume flag now fires on each organ's "
+    "recovery: set quantification.partial_volume.recovery_flag_below instead",
     ("registration", "threads"): "threads are no longer a config key; set them in the "
     "profile (set-threads: ct_to_atlas=N, in workflow/profiles/*/profile.yaml) or with "
     "--set-threads ct_to_atlas=N on the command line",
