@@ -12,6 +12,7 @@ TOLERANCES = {
     "infusion_time_tolerance_min": 10,
     "dose_tolerance_fraction": 0.10,
     "weight_tolerance_fraction": 0.15,
+    "labelling_radiotoxicity_kbq_per_1e6_cells": 37.0,
 }
 WHERE = "results/sub-M1/ses-d1/pet/sub-M1_ses-d1_pet.json (M1/d1)"
 
@@ -153,3 +154,18 @@ def test_infused_activity_against_cells_times_specific_activity():
         "infused_activity_differs_from_cells_times_specific_activity"
     ]
     assert check_scan(sidecar(), {**ANIMAL, "cells_infused": 4.6e6}, SCAN, TOLERANCES, WHERE) == []
+
+
+def test_infused_activity_is_held_against_the_header_when_scans_tsv_gives_the_dose():
+    """With a scans.tsv dose, animals.tsv activity_infused_mbq would otherwise go unchecked."""
+    from_scans = {"ValueSources": {"InjectedRadioactivity": "scans.tsv"}}
+    header = sidecar(InjectedRadioactivity_MBq=0.125) | from_scans
+    header["InjectedRadioactivity"] = 0.125  # the sheet's dose agrees with the header ...
+    animal = {**ANIMAL, "activity_infused_mbq": 0.100}  # ... the infused activity does not
+    assert "infused_activity_differs_from_dicom_dose" in check_scan(
+        header, animal, SCAN, TOLERANCES, WHERE
+    )
+    animal = {**ANIMAL, "activity_infused_mbq": 0.120}  # within 10 %
+    assert "infused_activity_differs_from_dicom_dose" not in check_scan(
+        header, animal, SCAN, TOLERANCES, WHERE
+    )

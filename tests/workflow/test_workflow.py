@@ -404,29 +404,34 @@ def test_user_and_threshold_rois_flow_through_the_tables(full_run, demo_study, t
         .dropna()
         .items()
     }
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     stages.quantify_scan(
         base / "pet" / f"{name}_pet.nii.gz",
         base / "pet" / f"{name}_pet.json",
-        out / "pet.nii.gz",
-        out / "ct.nii.gz",
+        out / "prob.nii.gz",
+        out / "prob.tsv",
         out / "ct.tsv",
         base / "qc" / f"{name}_desc-regqc.json",
         xfm / f"{name}_from-pet_to-ct_xfm.json",
         {**animal, "animal_id": a},
         {"animal_id": a, "session_id": s, "modality": "PET"},
-        1.0,
-        0.05,
-        {
-            "infusion_time_tolerance_min": 10,
-            "dose_tolerance_fraction": 0.1,
-            "weight_tolerance_fraction": 0.15,
-        },
+        config["quantification"],
+        config["checks"],
         f"{a}/{s}",
         out / "organs.tsv",
     )
     organs = pd.read_csv(out / "organs.tsv", sep="\t").set_index("organ")
     voxel_ml = abs(np.linalg.det(dseg.affine[:3, :3])) / 1000
-    assert organs.loc["lymph_node", "volume_ml"] == pytest.approx(node.sum() * voxel_ml, rel=1e-4)
+    # The node's volume is its fractional mask's (Σ f × PET voxel), which samples the CT
+    # mask 3×3×3 times per PET voxel: the CT voxel count within a tenth for a node this size.
+    prob = nib.load(out / "prob.nii.gz")
+    prob_table = pd.read_csv(out / "prob.tsv", sep="\t").set_index("name")
+    node_fraction = np.asarray(prob.dataobj)[..., prob_table.loc["lymph_node", "volume"]]
+    pet_voxel_ml = abs(np.linalg.det(prob.affine[:3, :3])) / 1000
+    assert organs.loc["lymph_node", "volume_ml"] == pytest.approx(
+        node_fraction.sum() * pet_voxel_ml, rel=1e-4
+    )
+    assert organs.loc["lymph_node", "volume_ml"] == pytest.approx(node.sum() * voxel_ml, rel=0.1)
     assert organs.loc["lymph_node", "region_source"] == "user_mask"
     hot_row = organs.loc["hot_spot"]
     # The hot spot is hotter than the organs around it, and bigger than a voxel.

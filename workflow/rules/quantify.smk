@@ -54,6 +54,8 @@ rule animal_table:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        free_label_rise_percent_id=config["checks"]["free_label_rise_percent_id"],
     script:
         "../scripts/combine_tables.py"
 
@@ -77,5 +79,7 @@ rule study_table:
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        free_label_rise_percent_id=config["checks"]["free_label_rise_percent_id"],
     script:
         "../scripts/combine_tables.py"

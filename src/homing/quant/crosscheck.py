@@ -14,6 +14,7 @@ from datetime import datetime
 from homing import HomingError
 from homing.core.decay import activity_per_cell_bq, on_one_clock, seconds_between
 from homing.core.nuclides import nuclide_named
+from homing.quant import exvivo
 from homing.quant.quantify import animal_time, images_the_label
 
 
@@ -55,6 +56,10 @@ def check_scan(sidecar: dict, animal: dict, scan: dict, tolerances: dict, where:
     flags += _check_dose(sidecar, tolerances)
     if ex_vivo:
         flags += _check_infused_activity(animal, tolerances)
+        flags += _check_infused_against_dicom(sidecar, animal, tolerances)
+        flags += exvivo.label_flags(
+            animal, float(tolerances["labelling_radiotoxicity_kbq_per_1e6_cells"])
+        )
     flags += _check_weight(sidecar, animal, tolerances)
     return flags
 
@@ -92,6 +97,23 @@ def _check_times(sidecar: dict, animal: dict, ex_vivo: bool, tolerances: dict, w
         return []
     # Reporter genes and controls: a scan before the infusion is a baseline, kept, flagged.
     return ["scan_before_cell_infusion"] if before_s > 0 else []
+
+
+def _check_infused_against_dicom(sidecar: dict, animal: dict, tolerances: dict) -> list:
+    """animals.tsv activity_infused_mbq against the header's RadionuclideTotalDose (both at
+    the infusion) when scans.tsv gave the dose used: beyond the dose tolerance, the rows are
+    flagged."""
+    header_mbq = sidecar.get("DicomValues", {}).get("InjectedRadioactivity_MBq")
+    infused_bq = exvivo.infused_activity_bq(animal)
+    source = sidecar.get("ValueSources", {}).get("InjectedRadioactivity", "")
+    # Without a scans.tsv dose, the infused activity is the dose used, which _check_dose
+    # already holds against the header.
+    if header_mbq is None or not infused_bq == infused_bq or source != "scans.tsv":
+        return []
+    limit = float(tolerances["dose_tolerance_fraction"])
+    if _relative_difference(infused_bq / 1e6, header_mbq) > limit:
+        return ["infused_activity_differs_from_dicom_dose"]
+    return []
 
 
 def _check_dose(sidecar: dict, tolerances: dict) -> list:

@@ -8,6 +8,7 @@ time, and %ID/g needs C and ID at one time (DOMAIN.md §3).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -24,7 +25,7 @@ from homing.core.decay import (
 )
 from homing.core.nuclides import nuclide_named
 from homing.core.suv import suv_bw_per_bq_per_ml
-from homing.quant import pvc, regions
+from homing.quant import exvivo, pvc, regions
 from homing.quant.density import organ_density
 
 
@@ -305,6 +306,10 @@ def organ_table(
     )
     column = {int(v): i for i, v in enumerate(fraction_labels)}
     scan = _scan_constants(sidecar, animal, settings)
+    voxel_ml = float(np.prod(np.asarray(pet_voxel_mm, dtype=float))) / 1000.0
+    scan["whole_body_retention_fraction"] = (
+        exvivo.whole_body_activity_bq(at_injection, voxel_ml) / scan["infused_bq"]
+    )
     rows = []
     for organ in organs.itertuples():
         if organ.label == 0:
@@ -342,12 +347,15 @@ def _scan_constants(sidecar: dict, animal: dict, settings: QuantSettings) -> dic
     injection = datetime.fromisoformat(sidecar["InjectionDateTime"])
     reference = reference_datetime(settings.reference_time, sidecar, animal)
     half_life_s = nuclide_named(sidecar["TracerRadionuclide"]).half_life_s
+    cells_per_bq = label_equivalent_cells_per_bq(animal, injection, sidecar["TracerRadionuclide"])
     return {
         "injected_bq": float(sidecar["InjectedRadioactivity"]) * 1e6,
+        # A scan of the ex vivo label: its injection is the infusion (crosscheck checks it).
+        "infused_bq": exvivo.infused_activity_bq(animal)
+        if cells_per_bq == cells_per_bq
+        else math.nan,
         "weight_g": float(sidecar["BodyWeight"]) * 1000.0,
-        "cells_per_bq": label_equivalent_cells_per_bq(
-            animal, injection, sidecar["TracerRadionuclide"]
-        ),
+        "cells_per_bq": cells_per_bq,
         "reference": settings.reference_time,
         "reference_datetime": reference.isoformat(),
         "to_reference": decay_factor(seconds_between(injection, reference), half_life_s),
@@ -387,6 +395,7 @@ def _organ_row(organ, stat, stored, corrected, scan: dict, settings: QuantSettin
         "reference_time": scan["reference"],
         "reference_datetime": scan["reference_datetime"],
         "pvc_recovery": recovery,
+        "whole_body_retention_fraction": scan["whole_body_retention_fraction"],
     }
     for suffix, mean in (("", stat.mean_bq_per_ml), ("_pvc", mean_pvc)):
         row |= _derived(mean, stat.volume_ml, density, scan, settings, suffix)
@@ -408,6 +417,7 @@ def _derived(mean, volume_ml, density, scan: dict, settings: QuantSettings, suff
         f"percent_id_per_g_organ_density{suffix}": 100.0 * mean / (injected * density),
         f"suv_bw_g_per_ml{suffix}": mean * suv_bw_per_bq_per_ml(scan["weight_g"], injected),
         f"label_equivalent_cells{suffix}": total * scan["cells_per_bq"],
+        f"fraction_of_infused_activity{suffix}": total / scan["infused_bq"],
     }
 
 
@@ -474,11 +484,34 @@ def with_scan_columns(table: pd.DataFrame, columns: dict) -> pd.DataFrame:
     return pd.concat([front, table], axis=1)
 
 
-def combine_sessions(tables: list[pd.DataFrame]) -> pd.DataFrame:
-    """Stack per-scan organ tables in time order (per animal or whole study)."""
+def _flag_list(cell) -> list[str]:
+    """The flags of a table cell (empty, NaN or ";"-separated)."""
+    return [f for f in str(cell).split(";") if f] if cell == cell else []
+
+
+def combine_sessions(
+    tables: list[pd.DataFrame], free_label_rise_percent_id: float = math.inf
+) -> pd.DataFrame:
+    """Stack per-scan organ tables in time order (per animal or whole study). Rows of an ex
+    vivo labelled animal's sessions where its skeleton %ID rose by more than
+    ``free_label_rise_percent_id`` points since its previous session get the flag
+    free_label_skeleton_rising (label freed by dead cells goes to bone)."""
     if not tables:
         raise HomingError("no per-scan tables to combine")
     out = pd.concat(tables, ignore_index=True)
-    return out.sort_values(
+    out = out.sort_values(
         ["animal_id", "scan_start_datetime", "label"], kind="stable", ignore_index=True
     )
+    rising = pd.Series(False, index=out.index)
+    for _, rows in out[out.labelling_method == "ex_vivo"].groupby("animal_id"):
+        rising |= exvivo.free_label_rising(rows, free_label_rise_percent_id).reindex(
+            out.index, fill_value=False
+        )
+    if rising.any():
+        out.loc[rising, "flags"] = [
+            ";".join(
+                [f for f in str(v).split(";") if f and v == v] + ["free_label_skeleton_rising"]
+            )
+            for v in out.loc[rising, "flags"]
+        ]
+    return out

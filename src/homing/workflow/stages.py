@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import sys
 import traceback
 import warnings
@@ -394,14 +395,17 @@ def quantify_scan(
     )
 
 
-def combine_tables(tables: list[Path], out_tsv: Path) -> None:
-    """Stack per-scan organ tables (per animal, or the whole study)."""
+def combine_tables(
+    tables: list[Path], out_tsv: Path, free_label_rise_percent_id: float = math.inf
+) -> None:
+    """Stack per-scan organ tables (per animal, or the whole study), flagging a rising
+    skeleton %ID (quant.quantify.combine_sessions)."""
     import pandas as pd
 
     from homing.quant import quantify
 
     frames = [pd.read_csv(p, sep="\t", dtype={"animal_id": str, "session_id": str}) for p in tables]
-    io.write_tsv(quantify.combine_sessions(frames), Path(out_tsv))
+    io.write_tsv(quantify.combine_sessions(frames, free_label_rise_percent_id), Path(out_tsv))
 
 
 def tac_figure(animal_tsv: Path, organs: list[str], out_png: Path) -> None:
