@@ -278,6 +278,11 @@ def test_quantify_scan_reads_the_fractional_masks_from_their_files(tmp_path):
         "reference_time": "injection",
         "tissue_density_g_per_ml": 1.0,
         "peak_sphere_radius_mm": 1.0,
+        "detection": {
+            "currie_k": 4.65,
+            "dose_calibrator_uncertainty": 0.05,
+            "labelling_uncertainty": 0.1,
+        },
         "partial_volume": {
             "psf_fwhm_mm": {"default": 1.4, "Inveon": 0.0},
             "recovery_flag_below": 0.85,

@@ -25,7 +25,7 @@ from homing.core.decay import (
 )
 from homing.core.nuclides import nuclide_named
 from homing.core.suv import suv_bw_per_bq_per_ml
-from homing.quant import exvivo, pvc, regions
+from homing.quant import detection, exvivo, pvc, regions
 from homing.quant.density import organ_density
 
 
@@ -213,6 +213,9 @@ class QuantSettings:
     min_recovery: float = pvc.MIN_RECOVERY
     max_condition: float = pvc.MAX_CONDITION
     reference_time: str = "injection"
+    currie_k: float = detection.CURRIE_K
+    dose_calibrator_uncertainty: float = 0.05
+    labelling_uncertainty: float = 0.10
 
 
 def settings_from_config(quantification: dict, sidecar: dict, where: str) -> QuantSettings:
@@ -236,6 +239,11 @@ def settings_from_config(quantification: dict, sidecar: dict, where: str) -> Qua
         min_recovery=float(partial["min_recovery"]),
         max_condition=float(partial["max_condition"]),
         reference_time=str(quantification["reference_time"]),
+        currie_k=float(quantification["detection"]["currie_k"]),
+        dose_calibrator_uncertainty=float(
+            quantification["detection"]["dose_calibrator_uncertainty"]
+        ),
+        labelling_uncertainty=float(quantification["detection"]["labelling_uncertainty"]),
     )
 
 
@@ -310,6 +318,7 @@ def organ_table(
     scan["whole_body_retention_fraction"] = (
         exvivo.whole_body_activity_bq(at_injection, voxel_ml) / scan["infused_bq"]
     )
+    scan["noise_k"], scan["noise_level"] = _image_noise(at_injection, fractions, names, voxel_ml)
     rows = []
     for organ in organs.itertuples():
         if organ.label == 0:
@@ -327,6 +336,15 @@ def organ_table(
             | {"pvc_condition_number": corrected.condition_number_solved}
         )
     return pd.DataFrame(rows)
+
+
+def _image_noise(image, fractions, names: list[str], voxel_ml: float) -> tuple[float, float]:
+    """The image's noise (K, background level) from its soft-tissue core
+    (:func:`homing.quant.detection.noise_variance_volume`); NaN without soft tissue."""
+    if "soft_tissue" not in names:
+        return math.nan, math.nan
+    core = detection.background_core(fractions[..., names.index("soft_tissue")])
+    return detection.noise_variance_volume(image, core, voxel_ml)
 
 
 def _at_injection(pet_bq_per_ml: np.ndarray, sidecar: dict) -> np.ndarray:
@@ -399,8 +417,40 @@ def _organ_row(organ, stat, stored, corrected, scan: dict, settings: QuantSettin
     }
     for suffix, mean in (("", stat.mean_bq_per_ml), ("_pvc", mean_pvc)):
         row |= _derived(mean, stat.volume_ml, density, scan, settings, suffix)
+    gain = corrected.recovery_coefficient if corrected is not None else math.nan
+    row |= _detection(row, stat, gain, scan, settings)
+    if row["label_equivalent_cells_pvc"] < row["min_detectable_cells"]:
+        flags.append("below_detection_limit")
     row["flags"] = ";".join(flags)
     return row
+
+
+def _detection(row: dict, stat, recovery_coefficient: float, scan: dict, settings) -> dict:
+    """Image noise of the organ's mean, Currie's detection limit and the minimum
+    detectable cells, and the 95 % interval of the (corrected) label-equivalent cells
+    (:mod:`homing.quant.detection`). A detection in the image sees only the organ's
+    recovered share (G_ii) of its own activity, so the limit in true activity is divided
+    by it."""
+    sd = detection.mean_sd(
+        scan["noise_k"], scan["noise_level"], stat.volume_ml, stat.mean_bq_per_ml
+    )
+    limit_bq = detection.detection_limit_bq(sd, stat.volume_ml, settings.currie_k)
+    limit_bq = limit_bq / recovery_coefficient if recovery_coefficient > 0 else math.nan
+    cells = row["label_equivalent_cells_pvc"]
+    image_sd_cells = sd * stat.volume_ml / max(recovery_coefficient, 1e-12) * scan["cells_per_bq"]
+    low, high = detection.cell_interval(
+        cells,
+        image_sd_cells,
+        settings.dose_calibrator_uncertainty,
+        settings.labelling_uncertainty,
+    )
+    return {
+        "noise_sd_of_mean_bq_per_ml": sd,
+        "detection_limit_bq_at_injection": limit_bq,
+        "min_detectable_cells": limit_bq * scan["cells_per_bq"],
+        "label_equivalent_cells_pvc_low95": low,
+        "label_equivalent_cells_pvc_high95": high,
+    }
 
 
 def _derived(mean, volume_ml, density, scan: dict, settings: QuantSettings, suffix: str):
