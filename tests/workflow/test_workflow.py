@@ -278,6 +278,17 @@ def test_organ_estimates_agree_with_truth(full_run, demo_study):
     spleen = hot[hot.organ == "spleen"]
     assert len(spleen) >= 10
     assert spleen["flags"].str.contains("small_organ_partial_volume").all()
+    # Label-equivalent cells after correction in the organs the cells go to: within 10 %
+    # (the target), and the 95 % intervals hold the truth in most scans.
+    homed = j[j.organ.isin(["liver", "spleen", "lungs"]) & (j.label_equivalent_cells_true > 1e5)]
+    assert len(homed) >= 12
+    cells_err = homed.label_equivalent_cells_pvc / homed.label_equivalent_cells_true - 1
+    assert cells_err.abs().max() <= 0.10, cells_err.to_string()
+    inside = (homed.label_equivalent_cells_pvc_low95 <= homed.label_equivalent_cells_true) & (
+        homed.label_equivalent_cells_true <= homed.label_equivalent_cells_pvc_high95
+    )
+    assert inside.mean() >= 0.85, homed[["organ", "label_equivalent_cells_pvc"]].to_string()
+    assert (homed.min_detectable_cells < 0.05 * homed.label_equivalent_cells_true).all()
     per_scan = j.groupby(["animal_id", "session_id"])[
         ["total_activity_bq_at_injection", "total_activity_bq_at_injection_true"]
     ].sum()
