@@ -289,6 +289,16 @@ def test_organ_estimates_agree_with_truth(full_run, demo_study):
     )
     assert inside.mean() >= 0.85, homed[["organ", "label_equivalent_cells_pvc"]].to_string()
     assert (homed.min_detectable_cells < 0.05 * homed.label_equivalent_cells_true).all()
+    # Reporter cohorts: live cells within 15 % of the truth wherever the estimate is above
+    # its detection limit (the spleen, where the cells expand); the rest are flagged.
+    rep = j[j.labelling_method == "reporter_gene"]
+    seen = rep[rep.live_reporter_cells >= rep.min_detectable_live_cells]
+    pairs = set(zip(seen.animal_id, seen.organ, strict=True))
+    assert pairs >= {("RE01", "spleen"), ("RE02", "spleen")}
+    live_err = seen.live_reporter_cells / seen.live_reporter_cells_true - 1
+    assert live_err.abs().max() <= 0.15, seen.assign(err=live_err)[["organ", "err"]].to_string()
+    unseen = rep[rep.live_reporter_cells < rep.min_detectable_live_cells]
+    assert unseen["flags"].str.contains("below_detection_limit").all()
     per_scan = j.groupby(["animal_id", "session_id"])[
         ["total_activity_bq_at_injection", "total_activity_bq_at_injection_true"]
     ].sum()

@@ -59,8 +59,29 @@ def scan_cell(column):
 # The config's quantification settings the organ table reads (not report_organs, which
 # only the figures use: changing it reruns no organ table).
 QUANTIFICATION = {
-    k: v for k, v in config["quantification"].items() if k != "report_organs"
+    k: v
+    for k, v in config["quantification"].items()
+    if k not in ("report_organs", "reporter")
 }
+# What the reporter cohorts' live cells need (added when the tables are combined).
+REPORTER = config["quantification"]["reporter"] | {
+    "currie_k": config["quantification"]["detection"]["currie_k"],
+    "dose_calibrator_uncertainty": config["quantification"]["detection"][
+        "dose_calibrator_uncertainty"
+    ],
+}
+
+
+def control_tables(animal):
+    """The control animals' per-scan organ tables (their normal uptake), for a reporter
+    animal's table; none for other animals."""
+    if STUDY.animal(animal)["labelling_method"] != "reporter_gene":
+        return []
+    return [
+        scan_path("pet", "organs.tsv", a, s)
+        for a, s in STUDY.sessions()
+        if STUDY.animal(a)["labelling_method"] == "none"
+    ]
 
 
 def animal_row(wildcards):

@@ -39,7 +39,8 @@ rule animal_table:
         lambda w: [
             scan_path("pet", "organs.tsv", w.animal, s)
             for s in STUDY.sessions_of(w.animal)
-        ],
+        ]
+        + control_tables(w.animal),
     output:
         animal_path("organs.tsv"),
     log:
@@ -56,6 +57,8 @@ rule animal_table:
         runtime=5,
     params:
         free_label_rise_percent_id=config["checks"]["free_label_rise_percent_id"],
+        reporter=REPORTER,
+        only_animal="{animal}",
     script:
         "../scripts/combine_tables.py"
 
@@ -81,5 +84,7 @@ rule study_table:
         runtime=5,
     params:
         free_label_rise_percent_id=config["checks"]["free_label_rise_percent_id"],
+        reporter=REPORTER,
+        only_animal=None,
     script:
         "../scripts/combine_tables.py"

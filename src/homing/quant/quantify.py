@@ -121,6 +121,7 @@ ANIMAL_COLUMNS = (
     "animal_id",
     "cohort",
     "labelling_method",
+    "label_name",
     "label_nuclide",
     "labelling_datetime",
     "labelling_specific_activity_kbq_per_1e6_cells",
@@ -517,6 +518,8 @@ def scan_columns(sidecar: dict, animal: dict, scan: dict) -> dict:
         "session_id": scan["session_id"],
         "cohort": animal["cohort"],
         "labelling_method": animal["labelling_method"],
+        # The label (ex vivo) or the reporter gene (reporter cohorts), e.g. NIS.
+        "label_name": animal.get("label_name", ""),
         "modality": scan["modality"],
         "tracer": sidecar.get("TracerName", ""),
         "tracer_nuclide": sidecar["TracerRadionuclide"],

@@ -160,6 +160,26 @@ def organ_truth_rows(ctx: ScanContext, inj: Injection, activity: SessionActivity
     return rows
 
 
+def reporter_calibrations(design: dict) -> list[dict]:
+    """The reporter calibrations a simulated study's design implies: its reporter cohorts'
+    uptake per 10⁶ cells, as an in vitro assay would give it (relative SD 0.1, nominal)."""
+    out = []
+    for cohort in design["cohorts"]:
+        if cohort["labelling_method"] != "reporter_gene":
+            continue
+        entry = {
+            "reporter": str(cohort.get("reporter", "")),
+            "tracer_nuclide": str(cohort["tracer"]["nuclide"]),
+            "uptake_fraction_of_id_per_1e6_cells": float(
+                cohort["tracer"]["uptake_fraction_of_id_per_1e6_cells"]
+            ),
+            "relative_sd": 0.1,
+        }
+        if entry not in out:
+            out.append(entry)
+    return out
+
+
 def write_config(outdir: Path, atlas_local_path: Path | None) -> Path:
     """A config overlay for a simulated study: the sheet paths, the simulated scanner's PSF
     (for the partial-volume correction), and the atlas copy, if any.
@@ -171,7 +191,15 @@ def write_config(outdir: Path, atlas_local_path: Path | None) -> Path:
     cfg: dict = {"animals": str(outdir / "animals.tsv"), "scans": str(outdir / "scans.tsv")}
     design = yaml.safe_load((outdir / "design.yaml").read_text())
     psf_mm = float(design["scanner"]["psf_fwhm_mm"])
-    cfg["quantification"] = {"partial_volume": {"psf_fwhm_mm": {"default": psf_mm}}}
+    cfg["quantification"] = {
+        "partial_volume": {"psf_fwhm_mm": {"default": psf_mm}},
+        "reporter": {
+            "calibrations": reporter_calibrations(design),
+            "normal_uptake_percent_id_per_g": {},
+            "normal_uptake_relative_sd": 0.15,
+            "reference_organ": "soft_tissue",
+        },
+    }
     if atlas_local_path:
         cfg["atlas"] = {"local_path": str(Path(atlas_local_path).resolve())}
     path = outdir / "config.yaml"

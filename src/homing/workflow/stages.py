@@ -396,16 +396,29 @@ def quantify_scan(
 
 
 def combine_tables(
-    tables: list[Path], out_tsv: Path, free_label_rise_percent_id: float = math.inf
+    tables: list[Path],
+    out_tsv: Path,
+    free_label_rise_percent_id: float = math.inf,
+    reporter: dict | None = None,
+    only_animal: str | None = None,
 ) -> None:
     """Stack per-scan organ tables (per animal, or the whole study), flagging a rising
-    skeleton %ID (quant.quantify.combine_sessions)."""
+    skeleton %ID (quant.quantify.combine_sessions), and add the reporter cohorts' live cells
+    (quant.reporter; ``tables`` then include the control animals' scans). ``only_animal``:
+    keep that animal's rows."""
     import pandas as pd
 
     from homing.quant import quantify
 
     frames = [pd.read_csv(p, sep="\t", dtype={"animal_id": str, "session_id": str}) for p in tables]
-    io.write_tsv(quantify.combine_sessions(frames, free_label_rise_percent_id), Path(out_tsv))
+    from homing.quant import reporter as reporter_cells
+
+    table = quantify.combine_sessions(frames, free_label_rise_percent_id)
+    if reporter is not None:
+        table = reporter_cells.add_live_cells(table, reporter)
+    if only_animal is not None:
+        table = table[table.animal_id == only_animal]
+    io.write_tsv(table, Path(out_tsv))
 
 
 def tac_figure(animal_tsv: Path, organs: list[str], out_png: Path) -> None:
