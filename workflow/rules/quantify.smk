@@ -10,7 +10,9 @@ rule quantify_scan:
         regqc=scan_path("qc", "desc-regqc.json"),
         pet_to_ct=scan_path("xfm", "from-pet_to-ct_xfm.json"),
     output:
-        scan_path("pet", "organs.tsv"),
+        table=scan_path("pet", "organs.tsv"),
+        # Per-frame organ curves (one frame for a static scan).
+        curves=scan_path("pet", "desc-frames_organs.tsv"),
     log:
         "logs/sub-{animal}/ses-{session}/quantify_scan.log",
     benchmark:

@@ -17,5 +17,6 @@ with stages.rule_job(sm.log[0], sm.threads):
         sm.params.quantification,
         sm.params.checks,
         sm.params.where,
-        sm.output[0],
+        sm.output.table,
+        sm.output.curves,
     )

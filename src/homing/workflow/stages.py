@@ -360,6 +360,7 @@ def quantify_scan(
     checks: dict,
     where: str,
     out_tsv: Path,
+    out_curves_tsv: Path | None = None,
 ) -> None:
     """Per-organ table of one scan (see homing.quant.quantify.organ_table for the columns), with
     the scan's registration QC metrics and flags on every row. The sheets are checked
@@ -367,21 +368,32 @@ def quantify_scan(
     ``quantification`` is the config's section of that name."""
     import pandas as pd
 
-    from homing.quant import crosscheck, quantify
+    from homing.quant import crosscheck, dynamic, quantify
 
     sidecar = _read_json(pet_json)
     sheet_flags = crosscheck.check_scan(sidecar, animal, scan, checks, where)
     pet_img, prob = nib.load(str(pet_nii)), nib.load(str(probseg_nii))
     if not np.allclose(pet_img.affine, prob.affine, atol=1e-4):
         raise HomingError(f"{probseg_nii} is not on the grid of {pet_nii}")
-    fraction_labels = pd.read_csv(probseg_tsv, sep="\t").label.to_numpy()
+    probseg_table = pd.read_csv(probseg_tsv, sep="\t")
+    fraction_labels = probseg_table.label.to_numpy()
+    fractions = np.asarray(prob.dataobj, dtype=np.float32).reshape(
+        *pet_img.shape[:3], len(fraction_labels)
+    )
+    voxel_mm = np.linalg.norm(pet_img.affine[:3, :3], axis=0)
+    image = np.asarray(pet_img.dataobj, dtype=np.float32)
+    curves = dynamic.organ_curves(
+        image, sidecar, fractions, probseg_table.name.astype(str).tolist(), voxel_mm
+    )
+    if image.ndim == 4:  # dynamic: the organ table is made from the configured window
+        image, sidecar = dynamic.static_image(
+            image, sidecar, quantification.get("dynamic_window_s")
+        )
     table = quantify.organ_table(
-        np.asarray(pet_img.dataobj, dtype=np.float32),
-        np.asarray(prob.dataobj, dtype=np.float32).reshape(
-            *pet_img.shape[:3], len(fraction_labels)
-        ),
+        image,
+        fractions,
         fraction_labels,
-        np.linalg.norm(pet_img.affine[:3, :3], axis=0),
+        voxel_mm,
         sidecar,
         pd.read_csv(label_tsv, sep="\t"),
         animal,
@@ -393,6 +405,8 @@ def quantify_scan(
         quantify.with_scan_columns(table, quantify.scan_columns(sidecar, animal, scan)),
         Path(out_tsv),
     )
+    if out_curves_tsv is not None:
+        io.write_tsv(curves, Path(out_curves_tsv))
 
 
 def combine_tables(
