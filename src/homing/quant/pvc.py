@@ -266,6 +266,11 @@ def _cond(matrix: np.ndarray) -> float:
     return value if not math.isnan(value) else math.inf
 
 
+def _overlap(frac: np.ndarray, box: tuple, i: int, blurred: np.ndarray) -> float:
+    """Σ over ``box`` of region i's fractions × a blurred mask (already cut to ``box``)."""
+    return float(np.einsum("ijk,ijk->", np.asarray(frac[box + (i,)], dtype=np.float64), blurred))
+
+
 def gtm_correct(
     pet_bq_per_ml: np.ndarray,
     fractions: np.ndarray,
@@ -386,13 +391,7 @@ def gtm_correct(
                 both = None if box_i is None else _intersect(box_i, grown)
                 if both is None:
                     continue
-                g_num[i, j] = float(
-                    np.einsum(
-                        "ijk,ijk->",
-                        np.asarray(frac[both + (i,)], dtype=np.float64),
-                        blurred[_local(both, grown)],
-                    )
-                )
+                g_num[i, j] = _overlap(frac, both, i, blurred[_local(both, grown)])
             g_num[n, j] = float(np.einsum("ijk,ijk->", outside_crop[_local(grown, crop)], blurred))
             del blurred, padded
 
@@ -407,13 +406,7 @@ def gtm_correct(
         for i, box_i in enumerate(boxes):
             if box_i is None:
                 continue
-            g_num[i, n] = float(
-                np.einsum(
-                    "ijk,ijk->",
-                    np.asarray(frac[box_i + (i,)], dtype=np.float64),
-                    blurred_out[_local(box_i, crop)],
-                )
-            )
+            g_num[i, n] = _overlap(frac, box_i, i, blurred_out[_local(box_i, crop)])
         beyond = float(np.prod(shape)) - float(np.prod(crop_shape))  # where outside = 1
         weight[n] = float(outside_crop.sum()) + beyond
         g_num[n, n] = float(np.einsum("ijk,ijk->", outside_crop, blurred_out)) + (

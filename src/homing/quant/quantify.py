@@ -492,10 +492,7 @@ def with_registration_qc(table: pd.DataFrame, regqc: dict, pet_to_ct: dict) -> p
 def with_flags(table: pd.DataFrame, scan_flags: list[str]) -> pd.DataFrame:
     """Append flags that hold for the whole scan to every row's ``flags``."""
     out = table.copy()
-    out["flags"] = [
-        ";".join([f for f in str(existing).split(";") if f] + list(scan_flags))
-        for existing in out["flags"]
-    ]
+    out["flags"] = [";".join(flag_list(existing) + list(scan_flags)) for existing in out["flags"]]
     return out
 
 
@@ -537,7 +534,7 @@ def with_scan_columns(table: pd.DataFrame, columns: dict) -> pd.DataFrame:
     return pd.concat([front, table], axis=1)
 
 
-def _flag_list(cell) -> list[str]:
+def flag_list(cell) -> list[str]:
     """The flags of a table cell (empty, NaN or ";"-separated)."""
     return [f for f in str(cell).split(";") if f] if cell == cell else []
 

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from homing.quant.detection import CURRIE_K, Z95
+from homing.quant.quantify import flag_list
 
 #: Columns added to reporter-gene rows (NaN elsewhere).
 COLUMNS = (
@@ -93,7 +94,7 @@ def add_live_cells(table: pd.DataFrame, settings: dict) -> pd.DataFrame:
     out = _target_to_background(out, settings.get("reference_organ", "soft_tissue"))
     for i, extra in flags.items():
         if extra:
-            out.at[i, "flags"] = ";".join(_flag_list(out.at[i, "flags"]) + extra)
+            out.at[i, "flags"] = ";".join(flag_list(out.at[i, "flags"]) + extra)
     return out
 
 
@@ -152,8 +153,3 @@ def _target_to_background(out: pd.DataFrame, reference_organ: str) -> pd.DataFra
     reporter = (out.labelling_method == "reporter_gene").to_numpy()
     out["target_to_background"] = np.where(reporter, ratio, np.nan)
     return out
-
-
-def _flag_list(cell) -> list[str]:
-    """The flags of a table cell (empty, NaN or ";"-separated)."""
-    return [f for f in str(cell).split(";") if f] if cell == cell else []
