@@ -173,8 +173,10 @@ def demo_study(tmp_path_factory, digimouse_json) -> Path:
 
 
 #: The small study (``small_study``): the first two sessions of one ex vivo labelled and one
-#: reporter-gene animal of the demo, i.e. each animal's atlas and CT-to-CT registrations.
-SMALL_STUDY = {"EX01": ("d0", "d3"), "RE01": ("d1", "d4")}
+#: reporter-gene animal of the demo, i.e. each animal's atlas and CT-to-CT registrations, and
+#: the control at the reporter's sessions, whose normal uptake the reporter's live cells
+#: need (without it they would differ from the full demo's, by design).
+SMALL_STUDY = {"EX01": ("d0", "d3"), "RE01": ("d1", "d4"), "CO01": ("d1", "d4")}
 
 
 def write_subset(demo_study: Path, out: Path, selection: dict[str, tuple[str, ...]]) -> Path:
@@ -212,8 +214,8 @@ def _small_study(demo_study: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_study(demo_study, tmp_path_factory) -> Path:
-    """2 animals x 2 sessions of the demo study (SMALL_STUDY), reading the demo's DICOM: a
-    second run of the workflow (e.g. through SLURM) at a quarter of the demo's cost. Returns
+    """3 animals x 2 sessions of the demo study (SMALL_STUDY), reading the demo's DICOM: a
+    second run of the workflow (e.g. through SLURM) at 40 % of the demo's cost. Returns
     the folder holding its config.yaml and sheets."""
     return _small_study(demo_study, tmp_path_factory)
 

@@ -13,9 +13,9 @@ What is checked:
   same rows and text, numbers within a relative 1e-6 (registration is seeded and
   single-thread).
 
-The study is the small one (conftest SMALL_STUDY: 2 animals x 2 sessions of the demo, with
-both kinds of registration and both labelling methods), not a second full demo: the local
-full run already checks the whole demo against its truth.
+The study is the small one (conftest SMALL_STUDY: 3 animals x 2 sessions of the demo, with
+both kinds of registration, both labelling methods and the control), not a second full
+demo: the local full run already checks the whole demo against its truth.
 
 The partition and account come from HOMING_SLURM_PARTITION / HOMING_SLURM_ACCOUNT, else
 the cluster's default partition and the user's first account in sacctmgr. The run takes
