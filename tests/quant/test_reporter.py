@@ -19,6 +19,7 @@ SETTINGS = {
     "normal_uptake_percent_id_per_g": {},
     "normal_uptake_relative_sd": 0.15,
     "reference_organ": "soft_tissue",
+    "excretion_organs": ["bladder"],
     "currie_k": 4.65,
     "dose_calibrator_uncertainty": 0.05,
 }
@@ -103,4 +104,23 @@ def test_two_controls_give_their_own_spread():
     spleen = out[(out.animal_id == "RE1") & (out.organ == "spleen")].iloc[0]
     normal_sd = np.std([0.8, 1.2], ddof=1) / 100 * 0.1
     expected_ld = 4.65 * math.hypot(normal_sd, 1e3 / ID_BQ) / (0.002 / 1e6)
+    assert spleen.min_detectable_live_cells == pytest.approx(expected_ld, rel=1e-9)
+
+
+def test_no_cells_on_the_excretion_route_and_a_floor_under_the_controls_spread():
+    table = pd.concat(
+        [
+            _rows("CO1", "none", "d4", 0.100, 1.5),
+            _rows("CO2", "none", "d4", 0.101, 1.5),  # two nearly equal controls
+            _rows("RE1", "reporter_gene", "d4", 2.1, 1.5),
+        ]
+    ).reset_index(drop=True)
+    table.loc[table.organ == "liver", "organ"] = "bladder"
+    out = reporter.add_live_cells(table, SETTINGS)
+    bladder = out[(out.animal_id == "RE1") & (out.organ == "bladder")].iloc[0]
+    assert math.isnan(bladder.live_reporter_cells)
+    assert "reporter_cells_not_estimated_on_excretion_route" in bladder["flags"]
+    spleen = out[(out.animal_id == "RE1") & (out.organ == "spleen")].iloc[0]
+    floor_sd = 0.15 * np.mean([1.0, 1.01]) / 100 * 0.1  # the configured 15 %, not ~0.7 %
+    expected_ld = 4.65 * math.hypot(floor_sd, 1e3 / ID_BQ) / (0.002 / 1e6)
     assert spleen.min_detectable_live_cells == pytest.approx(expected_ld, rel=1e-9)

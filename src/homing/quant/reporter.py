@@ -21,8 +21,14 @@ in quadrature:
 * the image noise of the organ's mean (``detection_limit_bq_at_injection`` / Currie's k,
   per injected Bq);
 * the normal uptake's spread between animals. This is the SD over the control animals when
-  there are at least 2, otherwise ``normal_uptake_relative_sd`` of it;
+  there are at least 2, but never less than ``normal_uptake_relative_sd`` of the mean (a
+  few controls give an unstable SD); with one control, that configured spread;
 * the dose calibrator, which is small beside the others.
+
+Organs on the tracer's excretion route (``excretion_organs``, e.g. the bladder) get no
+cell number: what they hold is tracer in transit, which differs between animals by their
+voiding, not normal uptake that scales with the organ's volume. They are flagged
+``reporter_cells_not_estimated_on_excretion_route``.
 
 The detection limit in cells is Currie's k × that uncertainty / u_cell. An estimate below it
 is flagged ``below_detection_limit`` and kept. The 95 % interval adds the calibration's
@@ -80,6 +86,11 @@ def add_live_cells(table: pd.DataFrame, settings: dict) -> pd.DataFrame:
         calibration = calibration_for(
             settings.get("calibrations") or [], str(row.get("label_name", "")), row.tracer_nuclide
         )
+        if row.organ in (settings.get("excretion_organs") or []):
+            # Tracer in transit (urine, gut contents) is not an organ's normal uptake that
+            # scales with its volume: no cell number is made there.
+            flags[i].append("reporter_cells_not_estimated_on_excretion_route")
+            continue
         base = _normal_uptake(row, normal, settings)
         if calibration is None:
             flags[i].append("no_reporter_calibration")
@@ -103,8 +114,10 @@ def _normal_uptake(row, normal: pd.DataFrame, settings: dict) -> dict | None:
     key = (row.session_id, row.organ)
     if key in normal.index and normal.loc[key, "mean"] == normal.loc[key, "mean"]:
         mean, sd = float(normal.loc[key, "mean"]), float(normal.loc[key, "std"])
-        if not sd == sd:  # one control: the configured spread between animals
-            sd = abs(mean) * float(settings["normal_uptake_relative_sd"])
+        # One control has no spread, and two or three give an unstable one: never below
+        # the configured spread between animals.
+        configured_sd = abs(mean) * float(settings["normal_uptake_relative_sd"])
+        sd = max(sd, configured_sd) if sd == sd else configured_sd
         return {"mean": mean, "sd": sd, "source": "control cohort, same session"}
     configured = (settings.get("normal_uptake_percent_id_per_g") or {}).get(row.organ)
     if configured is None:

@@ -198,6 +198,7 @@ def write_config(outdir: Path, atlas_local_path: Path | None) -> Path:
             "normal_uptake_percent_id_per_g": {},
             "normal_uptake_relative_sd": 0.15,
             "reference_organ": "soft_tissue",
+            "excretion_organs": ["bladder"],
         },
     }
     if atlas_local_path:
