@@ -12,7 +12,7 @@ import yaml
 from homing import HomingError, cli
 from homing.sim import simulate
 
-SHIPPED = ("demo", "hard", "quirks", "microct")
+SHIPPED = ("demo", "hard", "quirks", "microct", "detection")
 DICOM_KEYS = {
     "pet_format",
     "decay_correction",
@@ -601,15 +601,16 @@ def test_animal_ids(name):
     d = simulate.load_design(simulate.design_path(name))
     pairs = simulate.animal_ids(d)
     ids = [a for _, a in pairs]
-    assert len(ids) == sum(c["animals"] for c in d["cohorts"])
+    assert len(ids) == sum(c["animals"] * c["noise_realisations"] for c in d["cohorts"])
     assert len(set(ids)) == len(ids)
     for cohort, animal in pairs:
         prefix = cohort["animal_prefix"]
-        assert re.fullmatch(re.escape(prefix) + r"\d{2}", animal), animal
+        assert re.fullmatch(re.escape(prefix) + r"\d{2}(N\d{2})?", animal), animal
     for cohort in d["cohorts"]:
         mine = [a for c, a in pairs if c is cohort]
-        n = cohort["animals"]
-        assert mine == [f"{cohort['animal_prefix']}{i:02d}" for i in range(1, n + 1)]
+        n, r = cohort["animals"], cohort["noise_realisations"]
+        twins = [f"{cohort['animal_prefix']}{i:02d}" for i in range(1, n + 1)]
+        assert mine == [t if k == 1 else f"{t}N{k:02d}" for t in twins for k in range(1, r + 1)]
 
 
 def test_animal_ids_demo():

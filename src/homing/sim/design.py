@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -61,6 +62,7 @@ COHORT_DEFAULTS = {
     "cells_infused": 0.0,
     "variability": 0.15,
     "frame_duration_s": 600.0,
+    "noise_realisations": 1,
 }
 TRACER_DEFAULTS = {
     "uptake_fraction_of_id_per_1e6_cells": 0.0,
@@ -290,10 +292,42 @@ def design_path(name_or_path: str | Path) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class SimAnimal:
+    """One simulated animal: its cohort and id, and the animal it is a noise realisation of.
+
+    ``twin_id`` names the animal whose anatomy, biology, CT and pose it shares (its own id
+    when ``realisation`` is 1); realisations 2, 3, … differ from it only in the PET's counting
+    noise, as repeated scans of one animal would (cohort key ``noise_realisations``)."""
+
+    cohort: dict
+    animal_id: str
+    twin_id: str
+    realisation: int
+
+
+def animal_plan(design: dict) -> list[SimAnimal]:
+    """Every animal of a design, in order: each cohort's animals, each followed by its noise
+    realisations (ids ``<twin>N02``, ``<twin>N03``, …)."""
+    plan = []
+    for cohort in design["cohorts"]:
+        for i in range(cohort["animals"]):
+            twin = f"{cohort['animal_prefix']}{i + 1:02d}"
+            for r in range(1, cohort["noise_realisations"] + 1):
+                animal_id = twin if r == 1 else f"{twin}N{r:02d}"
+                plan.append(SimAnimal(cohort, animal_id, twin, r))
+    return plan
+
+
+def twin_groups(design: dict) -> list[list[SimAnimal]]:
+    """:func:`animal_plan` grouped by animal: each animal with its noise realisations."""
+    groups: dict[str, list[SimAnimal]] = {}
+    for animal in animal_plan(design):
+        groups.setdefault(animal.twin_id, []).append(animal)
+    return list(groups.values())
+
+
 def animal_ids(design: dict) -> list[tuple[dict, str]]:
-    """(cohort, animal id) for every animal of a design, in order."""
-    return [
-        (cohort, f"{cohort['animal_prefix']}{i + 1:02d}")
-        for cohort in design["cohorts"]
-        for i in range(cohort["animals"])
-    ]
+    """(cohort, animal id) for every animal of a design, in order (noise realisations
+    included, see :func:`animal_plan`)."""
+    return [(a.cohort, a.animal_id) for a in animal_plan(design)]

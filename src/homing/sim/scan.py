@@ -7,6 +7,7 @@ changes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +30,7 @@ from homing.sim.design import (
     CT_BLUR_VOXELS,
     SIM_ORGAN_BY_NAME,
     SIM_ORGANS,
+    SimAnimal,
     parse_time,
 )
 from homing.sim.dicomwrite import (
@@ -52,6 +54,7 @@ class ScanContext:
     session: dict
     tmp: Path  # the study being written
     study_uid: str
+    plan: SimAnimal  # which realisation of which animal this is
 
     @property
     def sub(self) -> str:
@@ -105,6 +108,8 @@ class SessionImages:
     ct_labels: np.ndarray  # on ct_grid
     fine_labels: np.ndarray  # on the PET's fine grid
     pet_grid: phantom.Grid
+    # The CT as written (axes flipped for the patient position): kept for the realisations.
+    ct_flipped: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass
@@ -121,6 +126,7 @@ class SessionActivity:
     per_count: float | None  # Bq/mL per count (CNTS only)
     cells: dict  # live cells per organ or "blood"
     deposited: dict  # deposited free label fraction per organ
+    expected_bq_ml: np.ndarray  # the noise-free image on the PET grid (Bq/mL, scan start)
 
 
 def shift(offset_mm: np.ndarray) -> np.ndarray:
@@ -287,7 +293,7 @@ def session_images(
     labels = phantom.resample_labels(anatomy.labels, anatomy.affine, geo.pose, box_grid, geo.bed_mm)
     hu = phantom.ct_image(labels, rng, anat["ct_noise_hu"], CT_BLUR_VOXELS, SIM_ORGANS)
     ct_hu, ct_labels = field_of_view(
-        ctx.design, ctx.animal_id, ctx.session, ct_grid, box, labels, hu
+        ctx.design, ctx.plan.twin_id, ctx.session, ct_grid, box, labels, hu
     )
     if geo.reuse:
         fine_grid, fine_labels = box_grid, labels
@@ -335,8 +341,28 @@ def session_activity(
     values, per_count = pet_values(counts, per_bq_ml, dicom, decay_start, dif)
     return SessionActivity(
         conc_inj, volume, conc_start, decay_start, dif, per_bq_ml, values, per_count, cells,
-        deposited,
+        deposited, coarse,
     )  # fmt: skip
+
+
+def realisation_activity(
+    ctx: ScanContext, inj: Injection, activity: SessionActivity
+) -> SessionActivity:
+    """The same activity imaged again with fresh counting noise: noise realisation
+    ``ctx.plan.realisation`` (≥ 2) of the twin's scan (design key ``noise_realisations``)."""
+    # The counting noise is the last draw of a session, so realisation 1 is the twin itself
+    # and each other one redraws only the noise, from a stream of its own.
+    noise_key = f"pet-noise-{ctx.plan.realisation}"
+    rng = animal_rng(ctx.design["seed"], ctx.plan.twin_id, ctx.session["id"], noise_key)
+    scanner = ctx.design["scanner"]
+    counts, per_bq_ml = phantom.pet_counts(
+        activity.expected_bq_ml, scanner["pet_voxel_mm"], float(ctx.cohort["frame_duration_s"]),
+        scanner["sensitivity_cps_per_bq"], inj.nuclide.half_life_s, scanner["psf_fwhm_mm"], rng,
+    )  # fmt: skip
+    values, per_count = pet_values(
+        counts, per_bq_ml, ctx.session["dicom"], activity.decay_start, activity.dif
+    )
+    return dataclasses.replace(activity, values=values, per_count=per_count)
 
 
 def _series_meta(
@@ -377,8 +403,10 @@ def write_session_dicom(
     pet_frame = ct_frame if geo.shared else make_uid(*keys, "pet-frame")
     ct_voxel = ctx.design["anatomy"]["ct_voxel_mm"]
 
-    ct_data, ct_aff = phantom.flip_axes(images.ct_hu, images.ct_grid.affine, flips)
-    images.ct_hu = None  # a full-size CT can be hundreds of MB: keep only the flipped one
+    if images.ct_flipped is None:
+        images.ct_flipped = phantom.flip_axes(images.ct_hu, images.ct_grid.affine, flips)
+        images.ct_hu = None  # a full-size CT can be hundreds of MB: keep only the flipped one
+    ct_data, ct_aff = images.ct_flipped
     write_ct_series(
         out / "ct",
         ct_data,

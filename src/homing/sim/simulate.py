@@ -61,11 +61,13 @@ from homing.sim.design import (
     design_path,
     load_design,
     resolve_design,
+    twin_groups,
 )
 from homing.sim.dicomwrite import make_uid
 from homing.sim.scan import (
     AnimalAnatomy,
     ScanContext,
+    realisation_activity,
     session_activity,
     session_geometry,
     session_images,
@@ -137,9 +139,9 @@ def simulate(
 
     with io.atomic_dir(outdir) as tmp:
         todo = [
-            (design, cohort_idx, animal_id, atlas_labels, atlas_aff, body_centre, tmp)
-            for cohort_idx, (cohort, animal_id) in enumerate(animal_ids(design))
-            if only_animals is None or animal_id in only_animals
+            (design, index, only_animals, atlas_labels, atlas_aff, body_centre, tmp)
+            for index, group in enumerate(twin_groups(design))
+            if only_animals is None or any(a.animal_id in only_animals for a in group)
         ]
         _write_tables(_run_animals(todo, jobs), tmp)
         (tmp / "design.yaml").write_text(
@@ -155,16 +157,16 @@ def simulate(
 
 
 def _run_animals(todo: list[tuple], jobs: int | None) -> list[tuple]:
-    """:func:`_simulate_animal` for each argument tuple of ``todo``, in order, in up to
+    """:func:`_simulate_twin` for each argument tuple of ``todo``, in order, in up to
     ``jobs`` processes (default: the CPUs available)."""
     # Animals are independent (own random streams), so they run in parallel processes and
     # the result does not depend on how many.
     jobs = max(1, min(jobs or len(os.sched_getaffinity(0)), len(todo)))
     if jobs == 1:
-        return [_simulate_animal(*args) for args in todo]
+        return [r for args in todo for r in _simulate_twin(*args)]
     # fork: the workers inherit the loaded atlas and modules; no re-import per worker.
     with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
-        return list(pool.map(_simulate_animal, *zip(*todo, strict=True)))
+        return [r for rs in pool.map(_simulate_twin, *zip(*todo, strict=True)) for r in rs]
 
 
 def _write_tables(results: list[tuple], tmp: Path) -> None:
@@ -212,39 +214,57 @@ def _animal_anatomy(
     return AnimalAnatomy(labels_a, aff_a, centre_a, animal_from_atlas), weight_g
 
 
-def _simulate_animal(design, index, animal_id, atlas_labels, atlas_aff, body_centre, tmp):
-    """One animal: anatomy, biology and every session written under ``tmp``. Returns
-    (animals.tsv row, scans.tsv rows, truth organ rows, truth scan rows)."""
-    cohort = animal_ids(design)[index][0]
-    rng = animal_rng(design["seed"], animal_id)
+def _simulate_twin(design, index, wanted, atlas_labels, atlas_aff, body_centre, tmp):
+    """Animal ``index`` of :func:`twin_groups` with its noise realisations (those in
+    ``wanted``, or all): anatomy, biology and every session written under ``tmp``, the shared
+    work done once. Returns, per realisation, (animals.tsv row, scans.tsv rows, truth organ
+    rows, truth scan rows)."""
+    group = [a for a in twin_groups(design)[index] if wanted is None or a.animal_id in wanted]
+    cohort = group[0].cohort
+    # Keyed by the twin: a noise realisation is the same animal (see SimAnimal).
+    rng = animal_rng(design["seed"], group[0].twin_id)
     anatomy, weight_g = _animal_anatomy(design, atlas_labels, atlas_aff, body_centre, rng)
     biology = AnimalBiology(cohort, rng)
     study_uid = make_uid("homing-simulate", design["name"], str(design["seed"]))
-    scan_rows, truth_rows, scan_truth_rows = [], [], []
+    out = {a.animal_id: (animal_row(cohort, a.animal_id, weight_g), [], [], []) for a in group}
     with pydicom.config.disable_value_validation():
         for s_idx, session in enumerate(cohort["sessions"]):
-            ctx = ScanContext(design, cohort, animal_id, weight_g, s_idx, session, tmp, study_uid)
-            rows, scan_row, truth_row = simulate_session(ctx, anatomy, biology)
-            truth_rows += rows
-            scan_rows.append(scan_row)
-            scan_truth_rows.append(truth_row)
-    return animal_row(cohort, animal_id, weight_g), scan_rows, truth_rows, scan_truth_rows
+            contexts = [
+                ScanContext(
+                    design, cohort, a.animal_id, weight_g, s_idx, session, tmp, study_uid, a
+                )
+                for a in group
+            ]
+            for ctx, (rows, scan_row, truth_row) in simulate_session(contexts, anatomy, biology):
+                _, scan_rows, truth_rows, scan_truth_rows = out[ctx.animal_id]
+                truth_rows += rows
+                scan_rows.append(scan_row)
+                scan_truth_rows.append(truth_row)
+    return list(out.values())
 
 
 def simulate_session(
-    ctx: ScanContext, anatomy: AnimalAnatomy, biology: AnimalBiology
-) -> tuple[list[dict], dict, dict]:
-    """One scan: images, DICOM and truth files under ``ctx.tmp``. Returns (truth organ rows,
-    scans.tsv row, truth scan row)."""
-    rng = animal_rng(ctx.design["seed"], ctx.animal_id, ctx.session["id"])
-    inj = session_injection(ctx, rng)
-    geo = session_geometry(ctx.design, ctx.session["dicom"], anatomy.centre_mm, rng)
-    images = session_images(ctx, anatomy, geo, rng)
-    activity = session_activity(ctx, biology, inj, images, geo.factor, rng)
-    write_session_dicom(ctx, inj, geo, images, activity)
-    write_truth_files(ctx, anatomy, geo, images)
-    return (
-        organ_truth_rows(ctx, inj, activity),
-        scan_sheet_row(ctx, inj),
-        scan_truth_row(ctx, inj, geo, activity),
-    )
+    contexts: list[ScanContext], anatomy: AnimalAnatomy, biology: AnimalBiology
+) -> list[tuple[ScanContext, tuple[list[dict], dict, dict]]]:
+    """One scan of one animal in each of its noise realisations ``contexts`` (same session):
+    images, DICOM and truth files under the study folder, the shared work done once. Returns,
+    per context, (truth organ rows, scans.tsv row, truth scan row)."""
+    first = contexts[0]
+    rng = animal_rng(first.design["seed"], first.plan.twin_id, first.session["id"])
+    inj = session_injection(first, rng)
+    geo = session_geometry(first.design, first.session["dicom"], anatomy.centre_mm, rng)
+    images = session_images(first, anatomy, geo, rng)
+    # Realisation 1's noise is drawn even when only other realisations are written.
+    twin = session_activity(first, biology, inj, images, geo.factor, rng)
+    results = []
+    for ctx in contexts:
+        activity = twin if ctx.plan.realisation == 1 else realisation_activity(ctx, inj, twin)
+        write_session_dicom(ctx, inj, geo, images, activity)
+        write_truth_files(ctx, anatomy, geo, images)
+        rows = (
+            organ_truth_rows(ctx, inj, activity),
+            scan_sheet_row(ctx, inj),
+            scan_truth_row(ctx, inj, geo, activity),
+        )
+        results.append((ctx, rows))
+    return results
