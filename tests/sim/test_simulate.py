@@ -5,6 +5,7 @@ the writer and the reader cannot hide: single-frame and Enhanced multi-frame PET
 DecayCorrection and Units variant, feet-first, separate frames of reference.
 """
 
+import itertools
 import json
 from pathlib import Path
 
@@ -252,12 +253,16 @@ def test_same_seed_gives_identical_data(demo_study, digimouse_json, tmp_path):
         np.asarray(nib.load(demo_study / truth).dataobj),
         np.asarray(nib.load(again / truth).dataobj),
     )
-    # Another seed gives another study.
+    # Another seed gives another animal (its first session is enough to tell).
+    one_session = simulate.load_design(simulate.design_path("demo"))
+    for cohort in one_session["cohorts"]:
+        cohort["sessions"] = cohort["sessions"][:1]
     other = tmp_path / "other"
-    simulate.simulate("demo", other, digimouse_json, seed=1, only_animals={"RE01"}, jobs=1)
-    assert (other / "truth" / "organs.tsv").read_text() != (
-        again / "truth" / "organs.tsv"
-    ).read_text()
+    simulate.simulate(one_session, other, digimouse_json, seed=1, only_animals={"CO01"}, jobs=1)
+    rows = (other / "truth" / "organs.tsv").read_text().splitlines()[1:]
+    demo_rows = (demo_study / "truth" / "organs.tsv").read_text().splitlines()[1:]
+    assert rows and all(row.startswith("CO01\td1\t") for row in rows)
+    assert not set(rows) & set(demo_rows)
 
 
 def test_committed_example_sheets_are_the_demo_sheets(demo_study):
@@ -420,7 +425,8 @@ FOV_MATRIX = (130, 100, 280)  # 52 × 40 × 112 mm at 0.4 mm: air all round the 
 def fov_studies(tmp_path_factory, digimouse_json):
     """The microct design made cheap (0.4 mm CT on a small matrix, no warp): session d0
     head-first with PET on the CT's lattice, d3 feet-first with a separate PET frame; and
-    the same animal with the bed but no ct_matrix (the CT covers the body plus margin)."""
+    the same animal with the bed but no ct_matrix (the CT covers the body plus margin), in
+    three noise realisations."""
     base = simulate.load_design(simulate.design_path("microct"))
     base["anatomy"].update(ct_voxel_mm=0.4, ct_matrix=list(FOV_MATRIX), deformation_mm=0.0)
     base["scanner"]["pet_voxel_mm"] = 0.8
@@ -430,6 +436,7 @@ def fov_studies(tmp_path_factory, digimouse_json):
     simulate.simulate(simulate.resolve_design(base), root / "fov", digimouse_json, jobs=1)
     del base["anatomy"]["ct_matrix"]
     base["cohorts"][0]["sessions"] = base["cohorts"][0]["sessions"][:1]
+    base["cohorts"][0]["noise_realisations"] = 3
     simulate.simulate(simulate.resolve_design(base), root / "box", digimouse_json, jobs=1)
     return root
 
@@ -522,6 +529,36 @@ def test_bed_without_ct_matrix(fov_studies):
     ratios, pet, pet_aff, _ = check_pet_against_truth(study, "MC01", "d0", organs, scans)
     assert_ratios(ratios)
     check_totals_and_alignment(study, "MC01", "d0", organs, scans, pet, pet_aff)
+
+
+def test_noise_realisations_differ_only_in_the_pet_counting_noise(fov_studies):
+    """Realisations 2 and 3 of MC01 are the same animal (weight, CT, truth) scanned again:
+    the PETs differ by noise of zero mean, and the realisations are distinct series."""
+    study = fov_studies / "box"
+    organs, scans = truth_tables(study)
+    ids = ["MC01", "MC01N02", "MC01N03"]
+    animals = pd.read_csv(study / "animals.tsv", sep="\t").set_index("animal_id")
+    assert list(animals.index) == ids
+    assert (animals.drop(columns="cohort").nunique() == 1).all()
+    per_animal = [organs[organs.animal_id == a].drop(columns="animal_id") for a in ids]
+    for other in per_animal[1:]:
+        pd.testing.assert_frame_equal(
+            per_animal[0].reset_index(drop=True), other.reset_index(drop=True)
+        )
+    scan = "ses-d0"
+    cts = [read_series(study / "dicom" / f"sub-{a}" / scan / "ct")[0] for a in ids]
+    assert all(np.array_equal(cts[0], ct) for ct in cts[1:])
+    pets = [read_series(study / "dicom" / f"sub-{a}" / scan / "pet") for a in ids]
+    assert len({ds.SeriesInstanceUID for _, _, ds in pets}) == 3
+    assert [ds.PatientID for _, _, ds in pets] == ids
+    assert all(np.array_equal(pets[0][1], aff) for _, aff, _ in pets[1:])
+    for (a, _, _), (b, _, _) in itertools.combinations(pets, 2):
+        diff = (b - a)[(a + b) > 0]
+        assert (diff != 0).mean() > 0.5
+        # Independent draws around the same expected image: the differences average to
+        # zero within 4 standard errors, and the images stay alike (same activity).
+        assert abs(diff.mean()) < 4 * diff.std() / np.sqrt(diff.size)
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.5
 
 
 def test_fov_grid_centres_and_refuses_a_small_matrix():
