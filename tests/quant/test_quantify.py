@@ -222,6 +222,29 @@ def test_partial_volume_correction_recovers_a_blurred_phantom():
     assert t.loc["tiny"].mean_bq_per_ml_at_injection < 0.75 * truth[3]
     assert "small_organ_partial_volume" in t.loc["tiny"]["flags"]
     assert t.loc["tiny"].percent_id_per_g_pvc == pytest.approx(100 * 4000.0 / 0.3e6, rel=1e-4)
+    assert "pvc_spill_in_dominated" not in ";".join(t["flags"].astype(str))
+
+
+def test_a_faint_organ_beside_a_bright_one_is_flagged_spill_in_dominated():
+    """A faint 2 mm cube touching a bright liver: most of its measured mean is the liver's
+    spill-in (recovery > 2), so the corrected value, right on this exact phantom, is flagged
+    as resting on that subtraction; the liver is not."""
+    from scipy import ndimage
+
+    labels = np.ones((24, 24, 24), dtype=np.uint8)
+    labels[:, :, :3] = 0
+    labels[6:14, 6:14, 6:14] = 2  # liver, 8 mm cube
+    labels[14:16, 9:11, 9:11] = 3  # faint, touching the liver
+    truth = {0: 0.0, 1: 50.0, 2: 4000.0, 3: 200.0}
+    sharp = np.vectorize(truth.get)(labels).astype(np.float64)
+    pet = ndimage.gaussian_filter(sharp, 1.5 / 2.3548, mode="constant").astype(np.float32)
+    t = organ_table_from_labels(
+        pet, labels, 0.001, sidecar(INJ, "ADMIN"), ORGANS, {}, psf_fwhm_mm=1.5
+    ).set_index("organ")
+    assert t.loc["tiny"].pvc_recovery > 2.0
+    assert t.loc["tiny"].mean_bq_per_ml_at_injection_pvc == pytest.approx(200.0, rel=1e-3)
+    assert "pvc_spill_in_dominated" in t.loc["tiny"]["flags"]
+    assert "pvc_spill_in_dominated" not in str(t.loc["liver"]["flags"])
 
 
 def test_organ_density_and_reference_time_columns():
@@ -286,6 +309,7 @@ def test_quantify_scan_reads_the_fractional_masks_from_their_files(tmp_path):
         "partial_volume": {
             "psf_fwhm_mm": {"default": 1.4, "Inveon": 0.0},
             "recovery_flag_below": 0.85,
+            "spill_in_flag_above": 2.0,
             "min_recovery": 0.25,
             "max_condition": 1000,
         },

@@ -201,7 +201,8 @@ class QuantSettings:
     ``organ_density_g_per_ml``: per-organ density overrides (:mod:`homing.quant.density`).
     ``psf_fwhm_mm``: the scanner's reconstructed resolution, for the partial-volume
     correction. ``peak_radius_mm``: radius of the peak sphere. ``recovery_flag_below``:
-    regional recovery under which a row is flagged small_organ_partial_volume.
+    regional recovery under which a row is flagged small_organ_partial_volume;
+    ``spill_in_flag_above``: the recovery above which it is flagged pvc_spill_in_dominated.
     ``min_recovery``, ``max_condition``: the GTM's fallback thresholds (:mod:`pvc`).
     ``reference_time``: "injection", "infusion", "labelling" or an ISO 8601 datetime.
     """
@@ -211,6 +212,7 @@ class QuantSettings:
     organ_density_g_per_ml: dict = field(default_factory=dict)
     peak_radius_mm: float = 1.0
     recovery_flag_below: float = 0.85
+    spill_in_flag_above: float = 2.0
     min_recovery: float = pvc.MIN_RECOVERY
     max_condition: float = pvc.MAX_CONDITION
     reference_time: str = "injection"
@@ -237,6 +239,7 @@ def settings_from_config(quantification: dict, sidecar: dict, where: str) -> Qua
         organ_density_g_per_ml=dict(quantification.get("organ_density_g_per_ml") or {}),
         peak_radius_mm=float(quantification["peak_sphere_radius_mm"]),
         recovery_flag_below=float(partial["recovery_flag_below"]),
+        spill_in_flag_above=float(partial["spill_in_flag_above"]),
         min_recovery=float(partial["min_recovery"]),
         max_condition=float(partial["max_condition"]),
         reference_time=str(quantification["reference_time"]),
@@ -395,6 +398,10 @@ def _organ_row(organ, stat, stored, corrected, scan: dict, settings: QuantSettin
             flags.append(corrected.flag)
         if recovery < settings.recovery_flag_below:
             flags.append("small_organ_partial_volume")
+        elif recovery > settings.spill_in_flag_above:
+            # Most of what the region shows came from its neighbours: an error ε in that
+            # spill-in (registration, PSF) moves the corrected value by ε·(recovery − 1).
+            flags.append("pvc_spill_in_dominated")
     row = {
         "organ": organ.name,
         "label": int(organ.label),
