@@ -62,6 +62,48 @@ def _validator_version() -> str | None:
     return res.stdout.strip() if res.returncode == 0 else None
 
 
+#: The install started at collection (start_validator_install), which the fixture awaits.
+_BACKGROUND_INSTALL: list[subprocess.Popen] = []
+
+
+def _npm_command(npm: str) -> list[str]:
+    return [npm, "install", "--prefix", str(VALIDATOR_DIR), "--no-audit", "--no-fund"] + [
+        "--loglevel=error",
+        f"bids-validator@{VALIDATOR_VERSION}",
+    ]
+
+
+def start_validator_install() -> None:
+    """Start installing the pinned validator in the background, if it is not installed and
+    node and npm are there. The fixture waits for it and checks the version; if it failed,
+    the fixture installs again in the foreground, reporting what went wrong."""
+    npm = shutil.which("npm")
+    if _BACKGROUND_INSTALL or npm is None or shutil.which("node") is None:
+        return
+    if VALIDATOR_BIN.is_file():
+        return
+    VALIDATOR_DIR.mkdir(parents=True, exist_ok=True)
+    _BACKGROUND_INSTALL.append(
+        subprocess.Popen(
+            _npm_command(npm),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    )
+
+
+def _await_background_install() -> None:
+    """Wait (up to 15 min) for the install start_validator_install began, if any."""
+    while _BACKGROUND_INSTALL:
+        proc = _BACKGROUND_INSTALL.pop()
+        try:
+            proc.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def _npm_install(npm: str) -> str:
     """Install the pinned validator into VALIDATOR_DIR; "" on success, else what went wrong.
     Two attempts: an npm that stalls on the network is killed after 15 min and retried."""
@@ -69,8 +111,7 @@ def _npm_install(npm: str) -> str:
     for _ in range(2):
         try:
             res = subprocess.run(
-                [npm, "install", "--prefix", str(VALIDATOR_DIR), "--no-audit", "--no-fund"]
-                + ["--loglevel=error", f"bids-validator@{VALIDATOR_VERSION}"],
+                _npm_command(npm),
                 capture_output=True,
                 text=True,
                 stdin=subprocess.DEVNULL,
@@ -89,6 +130,7 @@ def _npm_install(npm: str) -> str:
 @pytest.fixture(scope="session")
 def bids_validator() -> Path:
     """The pinned bids-validator CLI, installed with npm into .homing-cache/ if absent."""
+    _await_background_install()
     if _validator_version() != VALIDATOR_VERSION:
         npm = shutil.which("npm")
         if npm is None or shutil.which("node") is None:

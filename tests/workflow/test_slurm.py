@@ -13,7 +13,7 @@ What is checked:
   same rows and text, numbers within a relative 1e-6 (registration is seeded and
   single-thread).
 
-The study is the small one (conftest SMALL_STUDY: 3 animals x 2 sessions of the demo, with
+The study is the small one (conftest SMALL_STUDY: 4 scans of 3 animals of the demo, with
 both kinds of registration, both labelling methods and the control), not a second full
 demo: the local full run already checks the whole demo against its truth.
 
