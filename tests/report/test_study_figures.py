@@ -109,13 +109,10 @@ def test_time_courses_of_cells_shade_each_methods_detection_limit(tmp_path):
     limits = set()
     for ax in fig.axes:
         bands = [p for p in ax.patches if p.get_gid() == "detection-limit"]
-        assert len(bands) == 1 and bands[0].get_label().startswith(sf.LOD_LABEL)
-        limits.add(bands[0].get_label())
+        assert len(bands) == 1 and bands[0].get_label() == sf.LOD_LABEL
+        limits.add(ax.get_title().split("\n")[1])
         assert "controls" not in ax.get_title()  # controls have no cells
-    assert limits == {
-        f"{sf.LOD_LABEL} (median limit 500 cells)",
-        f"{sf.LOD_LABEL} (median limit 800 cells)",
-    }
+    assert limits == {f"{sf.LOD_LABEL}: < 500 cells", f"{sf.LOD_LABEL}: < 800 cells"}
     plt.close(fig)
     out = tmp_path / "cells.png"
     sf.organ_time_courses(_study(), "cells", ORGANS, out)
@@ -150,6 +147,7 @@ def test_method_comparison_ratio_row_holds_reporter_over_exvivo(tmp_path):
         np.testing.assert_allclose(line.get_ydata(), [2.0, 2.0, 2.0])
         np.testing.assert_allclose(line.get_xdata(), [1.2, 3.3, 7.45])
     assert "±1 day" in caption and "nearest day" in caption
+    assert "9 ratios drawn, 0 of them" in caption
     # The cells row shares one log axis for both methods.
     top = fig.axes[0]
     assert top.get_yscale() == "log" and len(top.containers) == 2
@@ -157,6 +155,29 @@ def test_method_comparison_ratio_row_holds_reporter_over_exvivo(tmp_path):
     out = tmp_path / "methods.png"
     sf.method_comparison(_study(), ORGANS, out)
     _non_trivial_png(out)
+
+
+def test_ratio_of_a_mean_below_detection_limit_is_an_open_marker():
+    study = _study()
+    study["min_detectable_live_cells"] = np.where(study.organ == "liver", 1e9, 1.0)
+    fig, caption = sf.build_method_comparison(study, ["liver", "spleen"])
+    liver, spleen = fig.axes[2:]
+    (open_marks,) = [line for line in liver.get_lines() if "below" in str(line.get_gid())]
+    assert len(open_marks.get_xdata()) == 3 and open_marks.get_markerfacecolor() == "white"
+    assert not [line for line in spleen.get_lines() if "below" in str(line.get_gid())]
+    assert "6 ratios drawn, 3 of them (open markers)" in caption
+    plt.close(fig)
+
+
+def test_organ_without_a_ratio_says_why():
+    study = _study()
+    reporter = study.labelling_method == "reporter_gene"
+    study.loc[reporter & (study.organ == "liver"), "live_reporter_cells"] = -5.0
+    fig, _ = sf.build_method_comparison(study, ["liver"])
+    (ratio_ax,) = fig.axes[1:]
+    assert not [line for line in ratio_ax.get_lines() if line.get_gid() == "ratio"]
+    assert any(t.get_text().startswith("no ratio") for t in ratio_ax.texts)
+    plt.close(fig)
 
 
 def test_days_further_apart_than_one_day_are_not_matched():
@@ -241,14 +262,23 @@ def _scan(tmp_path: Path, session: str, scale: float, nuclide: str = "89Zr") -> 
 
 def test_ct_on_pet_grid_matches_nibabel_resampling_across_slabs(tmp_path, monkeypatch):
     from nibabel.processing import resample_from_to
+    from scipy import ndimage
 
     scan = _scan(tmp_path, "d0", 1.0)
-    pet = nib.load(scan["pet"])
+    pet, ct = nib.load(scan["pet"]), nib.load(scan["ct"])
     monkeypatch.setattr(sf, "_CT_SLAB_VOXELS", 30 * 22 * 5)  # 8 slabs of 5 planes
-    ours = sf.ct_on_pet_grid(scan["ct"], pet)
-    ref = resample_from_to(nib.load(scan["ct"]), pet, order=1, cval=sf.AIR_HU).get_fdata()
-    assert ours.shape == pet.shape and ours.dtype == np.float32
-    np.testing.assert_allclose(ours, ref, atol=1e-3)
+    plain = sf.ct_on_pet_grid(scan["ct"], pet, antialias=False)
+    ref = resample_from_to(ct, pet, order=1, cval=sf.AIR_HU).get_fdata()
+    assert plain.shape == pet.shape and plain.dtype == np.float32
+    np.testing.assert_allclose(plain, ref, atol=1e-3)
+    # Anti-aliased: a 3-voxel box (2 CT voxels per PET voxel, made odd) on the whole CT.
+    smooth = sf.ct_on_pet_grid(scan["ct"], pet)
+    boxed = nib.Nifti1Image(
+        ndimage.uniform_filter(ct.get_fdata(dtype=np.float32), size=3, mode="nearest"), ct.affine
+    )
+    ref = resample_from_to(boxed, pet, order=1, cval=sf.AIR_HU).get_fdata()
+    np.testing.assert_allclose(smooth, ref, atol=1e-2)
+    assert not np.allclose(smooth, plain)
 
 
 def test_mip_timeline(tmp_path):
@@ -266,7 +296,7 @@ def test_mip_timeline(tmp_path):
     assert pets[2].get_array().max() == pytest.approx(1250.0)
     # Organ outlines are drawn, and the CT's 'spine' shows in the grey projection.
     assert all(len(ax.collections) >= 2 for ax in panels)
-    assert panels[0].images[0].get_array().max() > 1000
+    assert panels[0].images[0].get_array().max() > 400  # soft tissue is 40 HU
     colourbar = [ax for ax in fig.axes if not ax.images and "Bq/mL" in ax.get_ylabel()]
     assert len(colourbar) == 1
     assert fig._suptitle.get_text() and "Bq/mL" in caption
@@ -308,6 +338,7 @@ def test_every_figure_on_the_real_study(tmp_path):
                 "dseg": d / "pet" / f"sub-LX01_ses-{ses}_space-pet_dseg.nii.gz",
                 "pet_to_ct": d / "xfm" / f"sub-LX01_ses-{ses}_from-pet_to-ct_xfm.mat",
                 "tracer_nuclide": "89Zr",
+                "outline_labels": [1] + list(range(3, 22)),  # not the skeleton (2)
             }
         )
     assert sf.mip_timeline(scans, tmp_path / "mip.png")

@@ -205,6 +205,23 @@ def _draw_cohort(ax, rows: pd.DataFrame, x: str, y: str, style: dict, label: str
     )
 
 
+def _row_legend(row) -> None:
+    """One legend right of a row of panels, with every entry of any panel in the row (the
+    last panel alone may lack a cohort or a ratio)."""
+    entries: dict[str, object] = {}
+    for ax in row:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        row[-1].legend(
+            entries.values(),
+            entries.keys(),
+            fontsize=7,
+            loc="center left",
+            bbox_to_anchor=(1.02, 0.5),
+        )
+
+
 def _time_course_rows(study: pd.DataFrame, metric: str) -> list[dict]:
     """The panel rows of organ_time_courses: which cohorts, on which time axis and column,
     and which detection-limit column (cells only)."""
@@ -294,20 +311,24 @@ def build_organ_time_courses(
             sub = spec["table"][spec["table"].organ == organ]
             if spec["lod"] is not None:
                 limit = float(sub[spec["lod"]].median())
-                if np.isfinite(limit):
-                    lods.append(f"{spec['name']} in {organ} {limit:,.0f}")
-                    ax.axhspan(
-                        0.0,
-                        limit,
-                        color="0.6",
-                        alpha=0.3,
-                        hatch="//",
-                        lw=0,
-                        label=f"{LOD_LABEL} (median limit {limit:,.0f} cells)",
-                        gid="detection-limit",
-                    )
+                if not np.isfinite(limit):
+                    raise HomingError(f"{what}: no {spec['lod']} for {organ} ({spec['name']})")
+                lods.append(f"{spec['name']} in {organ} {limit:,.0f}")
+                # The limit differs by organ: the legend names the band, each title its value.
+                ax.axhspan(
+                    0.0,
+                    limit,
+                    color="0.6",
+                    alpha=0.3,
+                    hatch="//",
+                    lw=0,
+                    label=LOD_LABEL,
+                    gid="detection-limit",
+                )
+            drawn = False
             for cohort, rows in sub.groupby("cohort", sort=False):
                 if rows[spec["y"]].notna().any():
+                    drawn = True
                     _draw_cohort(
                         ax, rows, spec["x"], spec["y"], styles[cohort], cohort, spec["join"]
                     )
@@ -315,11 +336,14 @@ def build_organ_time_courses(
                 ax.axhline(0.0, color="0.3", lw=0.6)
             ax.set_xlabel(spec["x_label"])
             ax.set_ylabel(spec["y_label"], fontsize=8)
-            ax.set_title(f"{organ} — {spec['name']}", fontsize=9)
+            title = f"{organ} — {spec['name']}"
+            if spec["lod"] is not None:
+                title += f"\n{LOD_LABEL}: < {limit:,.0f} cells"
+            ax.set_title(title, fontsize=9)
             ax.grid(alpha=0.3)
-            if not ax.has_data():
+            if not drawn:
                 raise HomingError(f"{what}: no values for {organ} in {spec['name']}")
-        axes[r, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        _row_legend(axes[r])
     title = {"cells": "cells per organ"}.get(metric, METRICS[metric][1].split(" (")[0])
     fig.suptitle(f"{title} over time, per cohort: animals (thin) and cohort mean ± SD (thick)")
     fig.tight_layout()
@@ -357,8 +381,9 @@ def organ_time_courses(study: pd.DataFrame, metric: str, organs: list[str], out_
 
 def _cell_sessions(rows: pd.DataFrame, method: str) -> pd.DataFrame:
     """Per session of one cohort and organ: mean days since infusion, mean cells across
-    animals, and the 95 % range: lowest low95 to highest high95 of its animals (cells)."""
-    col, low, high, _, _ = CELL_COLUMNS[method]
+    animals, the 95 % range: lowest low95 to highest high95 of its animals, and the median
+    detection limit of its scans (all in cells)."""
+    col, low, high, lod, _ = CELL_COLUMNS[method]
     g = rows.groupby("session_id", sort=False)
     out = pd.DataFrame(
         {
@@ -366,6 +391,7 @@ def _cell_sessions(rows: pd.DataFrame, method: str) -> pd.DataFrame:
             "mean": g[col].mean(),
             "low": g[low].min(),
             "high": g[high].max(),
+            "lod": g[lod].median(),
             "n": g[col].count(),
         }
     )
@@ -430,7 +456,7 @@ def build_method_comparison(
     _infused_days(study[study.labelling_method != "none"], what)
     styles = cohort_styles(study)
     fig, axes = plt.subplots(2, len(organs), figsize=(3.8 * len(organs) + 2.6, 7.0), squeeze=False)
-    unmatched, nonpositive, n_ratio = 0, 0, 0
+    unmatched, nonpositive, n_ratio, n_undetected = 0, 0, 0, 0
     for c, organ in enumerate(organs):
         top, bottom = axes[0, c], axes[1, c]
         sessions = {}
@@ -454,20 +480,26 @@ def build_method_comparison(
                 label=f"{cohort}: {kind} cells, mean (95 % range)",
             )
             _floor_marks(top, s.day[s["mean"] <= 0], style)
+        organ_ratios = 0
         for rep in reporter:
             for ex in exvivo:
                 r, e = sessions[rep], sessions[ex]
                 pairs = match_days(r.day.to_numpy(), e.day.to_numpy(), tolerance_days)
                 unmatched += len(r) - len(pairs)
-                days, ratios = [], []
+                days, ratios, undetected = [], [], []
                 for i, j in pairs:
                     num, den = r["mean"].iloc[i], e["mean"].iloc[j]
                     if num > 0 and den > 0:
                         days.append(0.5 * (r.day.iloc[i] + e.day.iloc[j]))
                         ratios.append(num / den)
+                        undetected.append(num < r.lod.iloc[i] or den < e.lod.iloc[j])
                     else:
                         nonpositive += 1
+                n_undetected += sum(undetected)
                 n_ratio += len(ratios)
+                organ_ratios += len(ratios)
+                if not ratios:
+                    continue
                 style = styles[rep]
                 bottom.plot(
                     days,
@@ -479,6 +511,31 @@ def build_method_comparison(
                     label=f"{rep} / {ex}",
                     gid="ratio",
                 )
+                # A ratio with a mean below its detection limit is mostly noise: open marker.
+                low = np.asarray(undetected)
+                if low.any():
+                    bottom.plot(
+                        np.asarray(days)[low],
+                        np.asarray(ratios)[low],
+                        linestyle="none",
+                        marker=style["marker"],
+                        mfc="white",
+                        mec=style["color"],
+                        ms=7,
+                        label="a mean below its detection limit",
+                        gid="ratio-below-detection-limit",
+                    )
+        if not organ_ratios:
+            # Say why the panel is empty rather than leave a blank plot.
+            bottom.text(
+                0.5,
+                0.5,
+                "no ratio:\nno matched days with\nboth means > 0 cells",
+                transform=bottom.transAxes,
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
         top.set(yscale="log", title=f"{organ}", xlabel=DAYS_LABEL, ylabel="cells (number of cells)")
         top.grid(alpha=0.3, which="both")
         bottom.axhline(1.0, color="0.4", lw=0.8, linestyle=":")
@@ -490,8 +547,8 @@ def build_method_comparison(
     hi = max(ax.get_xlim()[1] for ax in axes.ravel())
     for ax in axes.ravel():
         ax.set_xlim(lo, hi)
-    axes[0, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    axes[1, -1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _row_legend(axes[0])
+    _row_legend(axes[1])
     fig.suptitle("Cells per organ by labelling method: ex vivo label vs reporter gene")
     fig.tight_layout()
     caption = (
@@ -503,9 +560,10 @@ def build_method_comparison(
         "reporter / ex vivo ratio of the cohort means (dimensionless), where the sessions "
         f"were matched by nearest day since infusion within ±{tolerance_days:g} day (each "
         "session used once; the ratio is plotted at the two days' mean). "
-        f"{n_ratio} ratios drawn; {unmatched} reporter sessions had no ex vivo session within "
-        f"±{tolerance_days:g} day and {nonpositive} matched pairs had a mean ≤ 0 cells, so no "
-        "ratio."
+        f"{n_ratio} ratios drawn, {n_undetected} of them (open markers) with a cohort mean "
+        f"below its median detection limit; {unmatched} reporter sessions had no ex vivo "
+        f"session within ±{tolerance_days:g} day and {nonpositive} matched pairs had a mean "
+        "≤ 0 cells, so no ratio."
     )
     return fig, caption
 
@@ -531,6 +589,7 @@ def build_free_label_and_retention(study: pd.DataFrame) -> tuple[plt.Figure, str
             "labelling_method",
             "organ",
             "days_since_infusion",
+            "tracer_nuclide",
             "percent_injected_dose_pvc",
             "whole_body_retention_fraction",
         ],
@@ -587,11 +646,7 @@ def build_free_label_and_retention(study: pd.DataFrame) -> tuple[plt.Figure, str
         ax.set_xlabel(DAYS_LABEL)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    nuclides = (
-        ", ".join(sorted(exvivo.tracer_nuclide.dropna().unique()))
-        if ("tracer_nuclide" in exvivo)
-        else "ex vivo label"
-    )
+    nuclides = ", ".join(sorted(exvivo.tracer_nuclide.dropna().unique()))
     ax_bone.set(
         ylabel="skeleton %ID, partial-volume corrected (% injected dose)",
         title=f"free label: {nuclides} in the skeleton",
@@ -631,15 +686,21 @@ AIR_HU = -1000.0
 _SCAN_KEYS = ("session_id", "days_label", "pet", "ct", "dseg", "tracer_nuclide")
 
 
-def ct_on_pet_grid(ct_path: Path, pet_img, pet_to_ct_mat: Path | None = None) -> np.ndarray:
+def ct_on_pet_grid(
+    ct_path: Path, pet_img, pet_to_ct_mat: Path | None = None, antialias: bool = True
+) -> np.ndarray:
     """The CT (HU) resampled onto the PET grid, trilinear (order 1); float32 of the PET
     grid's shape, air (-1000 HU) outside the CT's field of view.
 
-    Same values as nibabel.processing.resample_from_to(ct, pet, order=1, cval=-1000), but
-    the CT is read in slabs of its last axis, so a 512 × 512 × 680 CT never sits in memory
-    whole. Without ``pet_to_ct_mat`` the PET and CT share one scanner frame (their affines
-    place them); with it (an ITK linear .mat, CT → PET points as written by the workflow's
-    pet_to_ct rule), PET points are mapped into the CT through its inverse."""
+    With ``antialias`` the CT is first box-averaged over about one PET voxel (an odd number
+    of CT voxels per axis, ≥ 1): sampling a 0.2 mm CT every 0.8 mm otherwise turns
+    trabecular bone into a speckle. Without it, the same values as
+    nibabel.processing.resample_from_to(ct, pet, order=1, cval=-1000). Either way the CT
+    is read in slabs of its last axis, so a 512 × 512 × 680 CT never sits in memory whole.
+
+    Without ``pet_to_ct_mat`` the PET and CT share one scanner frame (their affines place
+    them); with it (an ITK linear .mat, CT → PET points, as the workflow's pet_to_ct rule
+    writes it), PET points are mapped into the CT through its inverse."""
     import nibabel as nib
     from scipy import ndimage
 
@@ -649,10 +710,16 @@ def ct_on_pet_grid(ct_path: Path, pet_img, pet_to_ct_mat: Path | None = None) ->
     if pet_to_ct_mat is not None:
         from homing.registration.transforms import linear_transform_lps, lps_to_ras
 
-        pet_to_world = lps_to_ras(np.linalg.inv(linear_transform_lps(pet_to_ct_mat))) @ (
-            pet_to_world
-        )
+        ct_to_pet = lps_to_ras(linear_transform_lps(Path(pet_to_ct_mat)))
+        pet_to_world = np.linalg.inv(ct_to_pet) @ pet_to_world
     pet_to_ct = np.linalg.inv(np.asarray(ct.affine, float)) @ pet_to_world
+    box = np.ones(3, int)
+    if antialias:
+        # CT voxels per PET voxel along each CT axis, rounded to an odd width so the box
+        # stays centred on its voxel.
+        per_pet = np.abs(pet_to_ct[:3, :3]).max(axis=1)
+        box = np.maximum(1, 2 * np.floor(per_pet / 2).astype(int) + 1)
+    margin = int(box[2] // 2)
     shape = pet_img.shape[:3]
     idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
     coords = (pet_to_ct[:3, :3].astype(np.float32) @ idx) + pet_to_ct[:3, 3:].astype(np.float32)
@@ -667,10 +734,14 @@ def ct_on_pet_grid(ct_path: Path, pet_img, pet_to_ct_mat: Path | None = None) ->
         sel = np.flatnonzero((z >= z0) & ((z < z1) if z1 < nz else (z <= nz - 1)))
         if sel.size == 0:
             continue
-        hi = min(z1 + 1, nz)  # one plane more: interpolation across the slab's edge
-        slab = np.asarray(ct.dataobj[:, :, z0:hi], dtype=np.float32)
+        # One plane more for interpolation across the slab's edge, and the box's half
+        # width on both sides so the averages at the slab's edges are those of the whole.
+        lo, hi = max(z0 - margin, 0), min(z1 + 1 + margin, nz)
+        slab = np.asarray(ct.dataobj[:, :, lo:hi], dtype=np.float32)
+        if (box > 1).any():
+            slab = ndimage.uniform_filter(slab, size=tuple(box), mode="nearest")
         local = coords[:, sel].copy()
-        local[2] -= z0
+        local[2] -= lo
         out[sel] = ndimage.map_coordinates(slab, local, order=1, mode="constant", cval=AIR_HU)
     return out.reshape(shape)
 
@@ -764,30 +835,35 @@ def build_mip_timeline(scans: list[dict]) -> tuple[plt.Figure, str]:
                 m["ct"].T,
                 cmap="gray",
                 origin="lower",
-                vmin=-1000,
-                vmax=2000,
+                vmin=-500,
+                vmax=1500,
                 aspect=m["aspect"],
                 interpolation="nearest",
             )
-            # Faint activity is left clear (masked below 2 % of the scale) so the CT shows.
+            # Opacity rises with activity (clear at 0, 0.85 from 30 % of the scale up): the
+            # low end of these maps is near black, and drawn opaque it would hide the CT.
             nuc = s["tracer_nuclide"]
-            pet = np.ma.masked_less(m["pet"].T, 0.02 * vmax[nuc])
+            pet = m["pet"].T
             images[nuc] = ax.imshow(
                 pet,
                 cmap=tracer_cmap(nuc),
                 origin="lower",
                 vmin=0,
                 vmax=vmax[nuc],
-                alpha=0.75,
+                alpha=0.85 * np.clip(pet / (0.3 * vmax[nuc]), 0.0, 1.0),
                 aspect=m["aspect"],
                 interpolation="nearest",
             )
-            for mask in m["organs"].values():
+            outline = s.get("outline_labels")
+            for label, mask in m["organs"].items():
+                if outline is not None and label not in outline:
+                    continue
                 ax.contour(
                     mask.T.astype(np.uint8),
                     levels=[0.5],
                     colors="white",
-                    linewidths=0.4,
+                    linewidths=0.5,
+                    alpha=0.7,
                     origin="lower",
                 )
             ax.set_title(f"sub-{animal} ses-{s['session_id']}\n{s['days_label']}", fontsize=8)
@@ -795,17 +871,20 @@ def build_mip_timeline(scans: list[dict]) -> tuple[plt.Figure, str]:
     fig.tight_layout(rect=(0, 0, 0.9, 1))
     for k, (nuc, im) in enumerate(sorted(images.items())):
         cax = fig.add_axes((0.91 + 0.045 * k, 0.15, 0.012, 0.7))
-        cb = fig.colorbar(im, cax=cax)
+        # From a plain mappable: the images' per-pixel opacity is not part of the scale.
+        cb = fig.colorbar(plt.cm.ScalarMappable(im.norm, im.get_cmap()), cax=cax)
         cb.set_label(f"{nuc} PET activity concentration (Bq/mL)", fontsize=8)
     caption = (
         "Coronal maximum-intensity projections (maximum along anterior–posterior; superior "
         "up, subject's right on the image's right) per animal and session. Colour: PET "
         "activity concentration as stored (Bq/mL, not decay-corrected to injection), one "
         "fixed scale per tracer across all sessions (0 to the 99.9th percentile of the "
-        "brightest projection; values under 2 % of it left transparent). Grey: the CT's "
-        "projection (HU, window -1000 to 2000) after trilinear resampling onto the PET grid "
-        "through the images' affines (and the PET → CT transform where given). White: the "
-        "projected outline of each organ label of the PET-grid label map."
+        "brightest projection; opacity rising from 0 to 0.85 over the scale's first 30 %). "
+        "Grey: the CT's projection (HU, window -500 to 1500) after a box average over about "
+        "one PET voxel and trilinear resampling onto the PET grid through the images' affines "
+        "(and the PET → CT transform where given). White: the projected outline of each "
+        "organ label of the PET-grid label map (or of the labels the scan lists in "
+        "outline_labels)."
     )
     return fig, caption
 
@@ -818,7 +897,8 @@ def mip_timeline(scans: list[dict], out_png: Path) -> str:
     Each scan dict: session_id, days_label (text under the title, e.g. 'day 2'), pet, ct,
     dseg (label map on the PET grid), tracer_nuclide; optional animal_id (else read from the
     PET file's sub-<id>) and pet_to_ct (the PET → CT .mat of a separate-gantry scan; without
-    it the two images' affines are taken to share one frame)."""
+    it the two images' affines are taken to share one frame) and outline_labels (the label
+    values to outline; all by default — leaving out e.g. the skeleton, which the CT shows)."""
     fig, caption = build_mip_timeline(scans)
     save_figure(fig, out_png)
     return caption
