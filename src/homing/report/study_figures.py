@@ -1,0 +1,904 @@
+"""Study-level figures: cohorts over time, the two labelling methods side by side, free label
+and retention, and per-animal PET/CT maximum-intensity projections.
+
+Plotting only: every number comes from the study table (``results/study_organs.tsv``, one
+row per animal × session × organ) or, for the projections, from the images themselves.
+Each public function saves a PNG (through figures.save_figure) and returns a caption; each
+has a ``build_*`` twin that returns the open Figure and the caption, so tests can read the
+axes before anything is saved.
+
+Readability: cohorts differ by colour (Okabe–Ito, colour-blind safe), marker and line style
+at once, so a greyscale print still tells them apart; images use one colour map per tracer
+nuclide (TRACER_CMAPS).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
+
+from homing import HomingError  # noqa: E402
+from homing.report.figures import save_figure  # noqa: E402
+
+#: Okabe & Ito (2008) colour-blind-safe palette, the order cohorts take them in. Yellow
+#: (#F0E442) is last: it is hard to see on white.
+OKABE_ITO = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#D55E00",  # vermillion
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#000000",  # black
+    "#F0E442",  # yellow
+)
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2)), "-")
+
+#: Colour map of the PET images of each tracer nuclide: one per nuclide, so a reader never
+#: compares 89Zr and 18F intensities by colour.
+TRACER_CMAPS = {
+    "89Zr": "inferno",
+    "18F": "viridis",
+    "64Cu": "magma",
+    "124I": "plasma",
+    "68Ga": "cividis",
+    "11C": "cividis",
+}
+
+#: Order cohorts are styled in (by labelling method, then name), so a cohort keeps its
+#: colour, marker and line style in every figure of a study.
+_METHOD_ORDER = {"ex_vivo": 0, "reporter_gene": 1, "none": 2}
+
+DAYS_LABEL = "days since cell infusion (d)"
+HOURS_LABEL = "hours since tracer injection (h)"
+
+#: metric → (column per labelling method, y-axis label with units). "cells" is two columns:
+#: the ex vivo label's cell equivalents and the reporter's live cells.
+METRICS = {
+    "percent_id_per_g_pvc": (
+        {
+            "ex_vivo": "percent_id_per_g_pvc",
+            "reporter_gene": "percent_id_per_g_pvc",
+            "none": "percent_id_per_g_pvc",
+        },
+        "%ID/g, partial-volume corrected (% injected dose / g)",
+    ),
+    "percent_id_per_g": (
+        {
+            "ex_vivo": "percent_id_per_g",
+            "reporter_gene": "percent_id_per_g",
+            "none": "percent_id_per_g",
+        },
+        "%ID/g (% injected dose / g)",
+    ),
+    "cells": (
+        {"ex_vivo": "label_equivalent_cells_pvc", "reporter_gene": "live_reporter_cells"},
+        "cells (number of cells)",
+    ),
+}
+
+#: Per labelling method: the cells column, its 95 % interval and its detection limit.
+CELL_COLUMNS = {
+    "ex_vivo": (
+        "label_equivalent_cells_pvc",
+        "label_equivalent_cells_pvc_low95",
+        "label_equivalent_cells_pvc_high95",
+        "min_detectable_cells",
+        "label-equivalent cells (ex vivo label; cells)",
+    ),
+    "reporter_gene": (
+        "live_reporter_cells",
+        "live_reporter_cells_low95",
+        "live_reporter_cells_high95",
+        "min_detectable_live_cells",
+        "live reporter cells (cells)",
+    ),
+}
+
+LOD_LABEL = "below detection limit"
+
+
+def read_study(path: Path) -> pd.DataFrame:
+    """The study table (results/study_organs.tsv) with animal and session ids as text (an id
+    such as 007 must not become the number 7)."""
+    return pd.read_csv(path, sep="\t", dtype={"animal_id": str, "session_id": str})
+
+
+def cohort_styles(study: pd.DataFrame) -> dict[str, dict]:
+    """cohort → matplotlib style (colour, marker, linestyle), ordered by labelling method
+    then name, so it is the same in every figure drawn from one study table."""
+    cohorts = study[["cohort", "labelling_method"]].drop_duplicates("cohort")
+    order = sorted(
+        zip(cohorts.cohort, cohorts.labelling_method, strict=True),
+        key=lambda c: (_METHOD_ORDER.get(c[1], 9), c[0]),
+    )
+    n = len(OKABE_ITO)
+    return {
+        cohort: {
+            "color": OKABE_ITO[i % n],
+            "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": LINESTYLES[i % len(LINESTYLES)],
+        }
+        for i, (cohort, _) in enumerate(order)
+    }
+
+
+def tracer_cmap(nuclide: str) -> str:
+    """The colour map of a tracer nuclide's PET images (TRACER_CMAPS); an unknown nuclide is
+    an error, not a default map, so two tracers never share one unnoticed."""
+    if nuclide not in TRACER_CMAPS:
+        raise HomingError(
+            f"no PET colour map for tracer nuclide {nuclide!r}: add it to "
+            f"homing.report.study_figures.TRACER_CMAPS (known: {sorted(TRACER_CMAPS)})"
+        )
+    return TRACER_CMAPS[nuclide]
+
+
+def _require_columns(study: pd.DataFrame, columns: list[str], what: str) -> None:
+    """Raise if the study table lacks a column a figure needs."""
+    missing = [c for c in columns if c not in study.columns]
+    if missing:
+        raise HomingError(f"{what}: the study table has no column(s) {missing}")
+
+
+def _require_organs(study: pd.DataFrame, organs: list[str], what: str) -> None:
+    """Raise if an organ asked for is in no row of the study table."""
+    missing = [o for o in organs if o not in set(study.organ)]
+    if missing:
+        raise HomingError(f"{what}: organ(s) {missing} are not in the study table")
+
+
+def _infused_days(rows: pd.DataFrame, what: str) -> None:
+    """Raise if an animal that received cells has no days since infusion: it could not be
+    placed on the time axis, and dropping it would be silent."""
+    bad = rows[rows.days_since_infusion.isna()]
+    if len(bad):
+        pairs = sorted(set(zip(bad.animal_id, bad.session_id, strict=True)))
+        raise HomingError(f"{what}: infused animal sessions without days_since_infusion: {pairs}")
+
+
+def _session_means(rows: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Per session of one cohort: mean x, mean and SD (ddof 1) of y across animals, n."""
+    g = rows.groupby("session_id", sort=False)
+    out = pd.DataFrame(
+        {"x": g[x].mean(), "mean": g[y].mean(), "sd": g[y].std(ddof=1), "n": g[y].count()}
+    )
+    return out.sort_values("x")
+
+
+def _draw_cohort(ax, rows: pd.DataFrame, x: str, y: str, style: dict, label: str, join: bool):
+    """One cohort on ``ax``: each animal thin (joined over sessions when ``join``), the
+    cohort mean ± SD thick with error bars."""
+    for _, animal in rows.groupby("animal_id", sort=True):
+        animal = animal.sort_values(x)
+        ax.plot(
+            animal[x],
+            animal[y],
+            color=style["color"],
+            marker=style["marker"],
+            linestyle=style["linestyle"] if join else "none",
+            lw=0.8,
+            ms=3,
+            alpha=0.45,
+        )
+    means = _session_means(rows, x, y)
+    ax.errorbar(
+        means.x,
+        means["mean"],
+        yerr=means.sd.fillna(0.0),  # one animal: no spread to show
+        color=style["color"],
+        marker=style["marker"],
+        linestyle=style["linestyle"] if join else "none",
+        lw=2.4,
+        ms=6,
+        capsize=3,
+        label=f"{label} mean ± SD (n = {rows.animal_id.nunique()})",
+    )
+
+
+def _row_legend(row) -> None:
+    """One legend right of a row of panels, with every entry of any panel in the row (the
+    last panel alone may lack a cohort or a ratio)."""
+    entries: dict[str, object] = {}
+    for ax in row:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        row[-1].legend(
+            entries.values(),
+            entries.keys(),
+            fontsize=7,
+            loc="center left",
+            bbox_to_anchor=(1.02, 0.5),
+        )
+
+
+def _time_course_rows(study: pd.DataFrame, metric: str) -> list[dict]:
+    """The panel rows of organ_time_courses: which cohorts, on which time axis and column,
+    and which detection-limit column (cells only)."""
+    columns, y_label = METRICS[metric]
+    rows = []
+    if metric == "cells":
+        for method, (col, _, _, lod, label) in CELL_COLUMNS.items():
+            sub = study[study.labelling_method == method]
+            if len(sub) and sub[col].notna().any():
+                rows.append(
+                    dict(
+                        name=label.split(" (")[0],
+                        table=sub,
+                        x="days_since_infusion",
+                        x_label=DAYS_LABEL,
+                        y=col,
+                        y_label=label,
+                        lod=lod,
+                        join=True,
+                    )
+                )
+        return rows
+    infused = study[study.labelling_method != "none"]
+    controls = study[study.labelling_method == "none"]
+    if len(infused):
+        rows.append(
+            dict(
+                name="cell-infused cohorts",
+                table=infused,
+                x="days_since_infusion",
+                x_label=DAYS_LABEL,
+                y=columns["ex_vivo"],
+                y_label=y_label,
+                lod=None,
+                join=True,
+            )
+        )
+    if len(controls):
+        # Controls had no infusion: their only time is the scan's own uptake time. Sessions
+        # are separate injections, so an animal's points are not joined into a curve.
+        rows.append(
+            dict(
+                name="controls (no cell infusion)",
+                table=controls,
+                x="hours_since_injection",
+                x_label=HOURS_LABEL,
+                y=columns["none"],
+                y_label=y_label,
+                lod=None,
+                join=False,
+            )
+        )
+    return rows
+
+
+def build_organ_time_courses(
+    study: pd.DataFrame, metric: str, organs: list[str]
+) -> tuple[plt.Figure, str]:
+    """Figure and caption of organ_time_courses (see there)."""
+    if metric not in METRICS:
+        raise HomingError(f"organ_time_courses: metric {metric!r} is not one of {list(METRICS)}")
+    what = f"organ_time_courses({metric})"
+    columns = sorted(set(METRICS[metric][0].values()))
+    if metric == "cells":
+        columns += [c for v in CELL_COLUMNS.values() for c in v[:4]]
+    _require_columns(
+        study, ["animal_id", "session_id", "cohort", "labelling_method", "organ"] + columns, what
+    )
+    _require_organs(study, organs, what)
+    study = study[study.organ.isin(organs)]
+    _infused_days(study[study.labelling_method != "none"], what)
+    styles = cohort_styles(study)
+    panel_rows = _time_course_rows(study, metric)
+    if not panel_rows:
+        raise HomingError(f"{what}: no cohort has values of this metric")
+
+    fig, axes = plt.subplots(
+        len(panel_rows),
+        len(organs),
+        figsize=(3.6 * len(organs) + 2.6, 3.2 * len(panel_rows) + 0.8),
+        squeeze=False,
+    )
+    lods = []
+    for r, spec in enumerate(panel_rows):
+        for c, organ in enumerate(organs):
+            ax = axes[r, c]
+            sub = spec["table"][spec["table"].organ == organ]
+            if spec["lod"] is not None:
+                limit = float(sub[spec["lod"]].median())
+                if not np.isfinite(limit):
+                    raise HomingError(f"{what}: no {spec['lod']} for {organ} ({spec['name']})")
+                lods.append(f"{spec['name']} in {organ} {limit:,.0f}")
+                # The limit differs by organ: the legend names the band, each title its value.
+                ax.axhspan(
+                    0.0,
+                    limit,
+                    color="0.6",
+                    alpha=0.3,
+                    hatch="//",
+                    lw=0,
+                    label=LOD_LABEL,
+                    gid="detection-limit",
+                )
+            drawn = False
+            for cohort, rows in sub.groupby("cohort", sort=False):
+                if rows[spec["y"]].notna().any():
+                    drawn = True
+                    _draw_cohort(
+                        ax, rows, spec["x"], spec["y"], styles[cohort], cohort, spec["join"]
+                    )
+            if spec["lod"] is not None:
+                ax.axhline(0.0, color="0.3", lw=0.6)
+            ax.set_xlabel(spec["x_label"])
+            ax.set_ylabel(spec["y_label"], fontsize=8)
+            title = f"{organ} — {spec['name']}"
+            if spec["lod"] is not None:
+                title += f"\n{LOD_LABEL}: < {limit:,.0f} cells"
+            ax.set_title(title, fontsize=9)
+            ax.grid(alpha=0.3)
+            if not drawn:
+                raise HomingError(f"{what}: no values for {organ} in {spec['name']}")
+        _row_legend(axes[r])
+    title = {"cells": "cells per organ"}.get(metric, METRICS[metric][1].split(" (")[0])
+    fig.suptitle(f"{title} over time, per cohort: animals (thin) and cohort mean ± SD (thick)")
+    fig.tight_layout()
+    caption = (
+        f"{title} in {', '.join(organs)} over time. Thin lines: single animals; thick: the "
+        "cohort mean ± SD (ddof 1) across animals, per session. Cell-infused cohorts are "
+        "on days since the cell infusion; controls, which had no infusion, on hours since "
+        "their tracer injection, on their own row, with each session a separate point."
+    )
+    if metric == "cells":
+        caption += (
+            " Ex vivo cohorts: label-equivalent cells (partial-volume corrected activity "
+            "divided by the activity per cell at labelling); reporter cohorts: live reporter "
+            "cells. Controls carry no cells and are not drawn. Grey hatched band, "
+            f"'{LOD_LABEL}': from 0 to the median detection limit of that organ "
+            "(min_detectable_cells or min_detectable_live_cells) across the row's scans "
+            f"({'; '.join(lods)} cells)."
+        )
+    else:
+        caption += f" Units: {METRICS[metric][1]}, decay-corrected to injection."
+    return fig, caption
+
+
+def organ_time_courses(study: pd.DataFrame, metric: str, organs: list[str], out_png: Path) -> str:
+    """One panel per organ of ``metric`` over time, per cohort; returns the caption.
+
+    ``metric``: 'percent_id_per_g_pvc' (% injected dose per g) or 'cells' (label-equivalent
+    cells for ex vivo cohorts, live reporter cells for reporter cohorts, each on its own row
+    with its detection limit shaded). x: days since cell infusion; controls on their own row
+    against hours since tracer injection (they have no infusion)."""
+    fig, caption = build_organ_time_courses(study, metric, organs)
+    save_figure(fig, out_png)
+    return caption
+
+
+def _cell_sessions(rows: pd.DataFrame, method: str) -> pd.DataFrame:
+    """Per session of one cohort and organ: mean days since infusion, mean cells across
+    animals, the 95 % range: lowest low95 to highest high95 of its animals, and the median
+    detection limit of its scans (all in cells)."""
+    col, low, high, lod, _ = CELL_COLUMNS[method]
+    g = rows.groupby("session_id", sort=False)
+    out = pd.DataFrame(
+        {
+            "day": g.days_since_infusion.mean(),
+            "mean": g[col].mean(),
+            "low": g[low].min(),
+            "high": g[high].max(),
+            "lod": g[lod].median(),
+            "n": g[col].count(),
+        }
+    )
+    return out[out.n > 0].sort_values("day")
+
+
+def match_days(reporter_days, exvivo_days, tolerance: float = 1.0) -> list[tuple[int, int]]:
+    """Pairs (i, j) of a reporter session and an ex vivo session at nearby days: each
+    reporter day's nearest ex vivo day within ``tolerance`` (days), each session used at
+    most once, closest pairs first."""
+    r = np.asarray(reporter_days, float)
+    e = np.asarray(exvivo_days, float)
+    candidates = sorted(
+        (abs(r[i] - e[j]), i, j)
+        for i in range(len(r))
+        for j in range(len(e))
+        if abs(r[i] - e[j]) <= tolerance
+    )
+    used_r, used_e, pairs = set(), set(), []
+    for _, i, j in candidates:
+        if i not in used_r and j not in used_e:
+            used_r.add(i)
+            used_e.add(j)
+            pairs.append((i, j))
+    return sorted(pairs)
+
+
+def _floor_marks(ax, days, style: dict) -> None:
+    """Cohort means ≤ 0 cells cannot sit on a log axis: drawn as open down-triangles on the
+    panel's bottom edge, so they are seen, not dropped."""
+    if len(days):
+        ax.plot(
+            days,
+            np.full(len(days), 0.02),
+            transform=blended_transform_factory(ax.transData, ax.transAxes),
+            linestyle="none",
+            marker="v",
+            mfc="none",
+            mec=style["color"],
+            ms=7,
+            clip_on=False,
+        )
+
+
+def build_method_comparison(
+    study: pd.DataFrame, organs: list[str], tolerance_days: float = 1.0
+) -> tuple[plt.Figure, str]:
+    """Figure and caption of method_comparison (see there)."""
+    what = "method_comparison"
+    needed = ["animal_id", "session_id", "cohort", "labelling_method", "organ"]
+    needed += ["days_since_infusion"] + [c for v in CELL_COLUMNS.values() for c in v[:3]]
+    _require_columns(study, needed, what)
+    _require_organs(study, organs, what)
+    study = study[study.organ.isin(organs)]
+    exvivo = sorted(study.cohort[study.labelling_method == "ex_vivo"].unique())
+    reporter = sorted(study.cohort[study.labelling_method == "reporter_gene"].unique())
+    if not exvivo or not reporter:
+        raise HomingError(
+            f"{what}: needs an ex vivo and a reporter cohort (have ex vivo {exvivo}, "
+            f"reporter {reporter})"
+        )
+    _infused_days(study[study.labelling_method != "none"], what)
+    styles = cohort_styles(study)
+    fig, axes = plt.subplots(2, len(organs), figsize=(3.8 * len(organs) + 2.6, 7.0), squeeze=False)
+    unmatched, nonpositive, n_ratio, n_undetected = 0, 0, 0, 0
+    for c, organ in enumerate(organs):
+        top, bottom = axes[0, c], axes[1, c]
+        sessions = {}
+        for cohort in exvivo + reporter:
+            method = "ex_vivo" if cohort in exvivo else "reporter_gene"
+            rows = study[(study.cohort == cohort) & (study.organ == organ)]
+            s = _cell_sessions(rows, method)
+            sessions[cohort] = s
+            pos = s[s["mean"] > 0]
+            style = styles[cohort]
+            kind = "label-equivalent" if method == "ex_vivo" else "live"
+            top.errorbar(
+                pos.day,
+                pos["mean"],
+                yerr=[pos["mean"] - pos.low, pos.high - pos["mean"]],
+                color=style["color"],
+                marker=style["marker"],
+                linestyle=style["linestyle"],
+                lw=1.8,
+                capsize=3,
+                label=f"{cohort}: {kind} cells, mean (95 % range)",
+            )
+            _floor_marks(top, s.day[s["mean"] <= 0], style)
+        organ_ratios = 0
+        for rep in reporter:
+            for ex in exvivo:
+                r, e = sessions[rep], sessions[ex]
+                pairs = match_days(r.day.to_numpy(), e.day.to_numpy(), tolerance_days)
+                unmatched += len(r) - len(pairs)
+                days, ratios, undetected = [], [], []
+                for i, j in pairs:
+                    num, den = r["mean"].iloc[i], e["mean"].iloc[j]
+                    if num > 0 and den > 0:
+                        days.append(0.5 * (r.day.iloc[i] + e.day.iloc[j]))
+                        ratios.append(num / den)
+                        undetected.append(num < r.lod.iloc[i] or den < e.lod.iloc[j])
+                    else:
+                        nonpositive += 1
+                n_undetected += sum(undetected)
+                n_ratio += len(ratios)
+                organ_ratios += len(ratios)
+                if not ratios:
+                    continue
+                style = styles[rep]
+                bottom.plot(
+                    days,
+                    ratios,
+                    color=style["color"],
+                    marker=style["marker"],
+                    linestyle=style["linestyle"],
+                    lw=1.8,
+                    label=f"{rep} / {ex}",
+                    gid="ratio",
+                )
+                # A ratio with a mean below its detection limit is mostly noise: open marker.
+                low = np.asarray(undetected)
+                if low.any():
+                    bottom.plot(
+                        np.asarray(days)[low],
+                        np.asarray(ratios)[low],
+                        linestyle="none",
+                        marker=style["marker"],
+                        mfc="white",
+                        mec=style["color"],
+                        ms=7,
+                        label="a mean below its detection limit",
+                        gid="ratio-below-detection-limit",
+                    )
+        if not organ_ratios:
+            # Say why the panel is empty rather than leave a blank plot.
+            bottom.text(
+                0.5,
+                0.5,
+                "no ratio:\nno matched days with\nboth means > 0 cells",
+                transform=bottom.transAxes,
+                ha="center",
+                va="center",
+                fontsize=8,
+            )
+        top.set(yscale="log", title=f"{organ}", xlabel=DAYS_LABEL, ylabel="cells (number of cells)")
+        top.grid(alpha=0.3, which="both")
+        bottom.axhline(1.0, color="0.4", lw=0.8, linestyle=":")
+        bottom.set(yscale="log", xlabel=DAYS_LABEL, ylabel="reporter / ex vivo cells (ratio, 1)")
+        bottom.set_title(f"{organ}: ratio at matched days (±{tolerance_days:g} d)", fontsize=9)
+        bottom.grid(alpha=0.3, which="both")
+    # One day axis for every panel (shared by hand: sharex would hide the top row's label).
+    lo = min(ax.get_xlim()[0] for ax in axes.ravel())
+    hi = max(ax.get_xlim()[1] for ax in axes.ravel())
+    for ax in axes.ravel():
+        ax.set_xlim(lo, hi)
+    _row_legend(axes[0])
+    _row_legend(axes[1])
+    fig.suptitle("Cells per organ by labelling method: ex vivo label vs reporter gene")
+    fig.tight_layout()
+    caption = (
+        f"Cells in {', '.join(organs)} by two labelling methods on shared axes. Top: per "
+        "session, the cohort mean of the ex vivo cohorts' label-equivalent cells (partial-"
+        "volume corrected) and of the reporter cohorts' live reporter cells, with bars from "
+        "the lowest 95 % lower bound to the highest 95 % upper bound of the cohort's animals; "
+        "log axis, cohort means ≤ 0 shown as open triangles on the bottom edge. Bottom: "
+        "reporter / ex vivo ratio of the cohort means (dimensionless), where the sessions "
+        f"were matched by nearest day since infusion within ±{tolerance_days:g} day (each "
+        "session used once; the ratio is plotted at the two days' mean). "
+        f"{n_ratio} ratios drawn, {n_undetected} of them (open markers) with a cohort mean "
+        f"below its median detection limit; {unmatched} reporter sessions had no ex vivo "
+        f"session within ±{tolerance_days:g} day and {nonpositive} matched pairs had a mean "
+        "≤ 0 cells, so no ratio."
+    )
+    return fig, caption
+
+
+def method_comparison(study: pd.DataFrame, organs: list[str], out_png: Path) -> str:
+    """Reporter vs ex vivo cells per organ on shared axes (cells, log) over days since
+    infusion, and a row of their ratio at sessions matched by nearest day within ±1 day;
+    returns the caption, which says how days were matched."""
+    fig, caption = build_method_comparison(study, organs)
+    save_figure(fig, out_png)
+    return caption
+
+
+def build_free_label_and_retention(study: pd.DataFrame) -> tuple[plt.Figure, str]:
+    """Figure and caption of free_label_and_retention (see there)."""
+    what = "free_label_and_retention"
+    _require_columns(
+        study,
+        [
+            "animal_id",
+            "session_id",
+            "cohort",
+            "labelling_method",
+            "organ",
+            "days_since_infusion",
+            "tracer_nuclide",
+            "percent_injected_dose_pvc",
+            "whole_body_retention_fraction",
+        ],
+        what,
+    )
+    exvivo = study[study.labelling_method == "ex_vivo"]
+    if exvivo.empty:
+        raise HomingError(f"{what}: the study has no ex vivo (labelling_method ex_vivo) cohort")
+    _infused_days(exvivo, what)
+    skeleton = exvivo[exvivo.organ == "skeleton"]
+    if skeleton.empty:
+        raise HomingError(f"{what}: the ex vivo cohorts have no 'skeleton' organ rows")
+    retention = exvivo[
+        [
+            "animal_id",
+            "session_id",
+            "cohort",
+            "days_since_infusion",
+            "whole_body_retention_fraction",
+        ]
+    ].drop_duplicates()
+    if retention.duplicated(["animal_id", "session_id"]).any():
+        raise HomingError(
+            f"{what}: whole_body_retention_fraction differs between organ rows of one scan"
+        )
+    styles = cohort_styles(study)
+    fig, (ax_bone, ax_ret) = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    for ax, table, col in (
+        (ax_bone, skeleton, "percent_injected_dose_pvc"),
+        (ax_ret, retention, "whole_body_retention_fraction"),
+    ):
+        for cohort, rows in table.groupby("cohort", sort=True):
+            style = styles[cohort]
+            for i, (animal, a) in enumerate(rows.groupby("animal_id", sort=True)):
+                a = a.sort_values("days_since_infusion")
+                ax.plot(
+                    a.days_since_infusion,
+                    a[col],
+                    color=style["color"],
+                    marker=style["marker"],
+                    linestyle=style["linestyle"],
+                    lw=1.2,
+                    label=cohort if i == 0 else None,
+                )
+                ax.annotate(
+                    f"sub-{animal}",
+                    (a.days_since_infusion.iloc[-1], a[col].iloc[-1]),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    fontsize=6,
+                    color=style["color"],
+                    va="center",
+                )
+        ax.set_xlabel(DAYS_LABEL)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    nuclides = ", ".join(sorted(exvivo.tracer_nuclide.dropna().unique()))
+    ax_bone.set(
+        ylabel="skeleton %ID, partial-volume corrected (% injected dose)",
+        title=f"free label: {nuclides} in the skeleton",
+    )
+    ax_ret.set(
+        ylabel="whole-body retention (fraction of injected activity, 1)",
+        title="activity retained in the body",
+    )
+    fig.suptitle("Free label and whole-body retention, per ex vivo animal")
+    fig.tight_layout()
+    caption = (
+        "Left: percent of the injected dose in the skeleton (percent_injected_dose_pvc, "
+        "partial-volume corrected, decay-corrected to injection) per ex vivo animal over days "
+        f"since infusion; label released from the cells ({nuclides}) collects in bone, so a "
+        "rising skeleton %ID indicates free label. Right: whole-body retention fraction "
+        "(activity in the body over injected activity, decay-corrected; dimensionless) per "
+        "animal and scan. One line per animal, styled by cohort."
+    )
+    return fig, caption
+
+
+def free_label_and_retention(study: pd.DataFrame, out_png: Path) -> str:
+    """Skeleton %ID (free-label indicator) and whole-body retention fraction over days since
+    infusion, per ex vivo animal; returns the caption."""
+    fig, caption = build_free_label_and_retention(study)
+    save_figure(fig, out_png)
+    return caption
+
+
+# ---------------------------------------------------------------- maximum-intensity projections
+
+#: CT voxels read at a time when resampling (slabs along the CT's last axis, NIfTI's
+#: slowest): about 64 MB of float32 for a 512 × 512 CT.
+_CT_SLAB_VOXELS = 16_000_000
+AIR_HU = -1000.0
+
+_SCAN_KEYS = ("session_id", "days_label", "pet", "ct", "dseg", "tracer_nuclide")
+
+
+def ct_on_pet_grid(
+    ct_path: Path, pet_img, pet_to_ct_mat: Path | None = None, antialias: bool = True
+) -> np.ndarray:
+    """The CT (HU) resampled onto the PET grid, trilinear (order 1); float32 of the PET
+    grid's shape, air (-1000 HU) outside the CT's field of view.
+
+    With ``antialias`` the CT is first box-averaged over about one PET voxel (an odd number
+    of CT voxels per axis, ≥ 1): sampling a 0.2 mm CT every 0.8 mm otherwise turns
+    trabecular bone into a speckle. Without it, the same values as
+    nibabel.processing.resample_from_to(ct, pet, order=1, cval=-1000). Either way the CT
+    is read in slabs of its last axis, so a 512 × 512 × 680 CT never sits in memory whole.
+
+    Without ``pet_to_ct_mat`` the PET and CT share one scanner frame (their affines place
+    them); with it (an ITK linear .mat, CT → PET points, as the workflow's pet_to_ct rule
+    writes it), PET points are mapped into the CT through its inverse."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    # keep_file_open: one gzip stream read forward slab by slab, not reopened per slab.
+    ct = nib.load(str(ct_path), keep_file_open=True)
+    pet_to_world = np.asarray(pet_img.affine, float)
+    if pet_to_ct_mat is not None:
+        from homing.registration.transforms import linear_transform_lps, lps_to_ras
+
+        ct_to_pet = lps_to_ras(linear_transform_lps(Path(pet_to_ct_mat)))
+        pet_to_world = np.linalg.inv(ct_to_pet) @ pet_to_world
+    pet_to_ct = np.linalg.inv(np.asarray(ct.affine, float)) @ pet_to_world
+    box = np.ones(3, int)
+    if antialias:
+        # CT voxels per PET voxel along each CT axis, rounded to an odd width so the box
+        # stays centred on its voxel.
+        per_pet = np.abs(pet_to_ct[:3, :3]).max(axis=1)
+        box = np.maximum(1, 2 * np.floor(per_pet / 2).astype(int) + 1)
+    margin = int(box[2] // 2)
+    shape = pet_img.shape[:3]
+    idx = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    coords = (pet_to_ct[:3, :3].astype(np.float32) @ idx) + pet_to_ct[:3, 3:].astype(np.float32)
+    del idx
+    out = np.full(coords.shape[1], AIR_HU, np.float32)
+    nz = ct.shape[2]
+    step = max(1, _CT_SLAB_VOXELS // (ct.shape[0] * ct.shape[1]))
+    z = coords[2]
+    for z0 in range(0, nz, step):
+        z1 = min(z0 + step, nz)
+        # Points of this slab; the last slab also takes points on the CT's last plane.
+        sel = np.flatnonzero((z >= z0) & ((z < z1) if z1 < nz else (z <= nz - 1)))
+        if sel.size == 0:
+            continue
+        # One plane more for interpolation across the slab's edge, and the box's half
+        # width on both sides so the averages at the slab's edges are those of the whole.
+        lo, hi = max(z0 - margin, 0), min(z1 + 1 + margin, nz)
+        slab = np.asarray(ct.dataobj[:, :, lo:hi], dtype=np.float32)
+        if (box > 1).any():
+            slab = ndimage.uniform_filter(slab, size=tuple(box), mode="nearest")
+        local = coords[:, sel].copy()
+        local[2] -= lo
+        out[sel] = ndimage.map_coordinates(slab, local, order=1, mode="constant", cval=AIR_HU)
+    return out.reshape(shape)
+
+
+def _scan_subject(scan: dict) -> str:
+    """The animal id of a scan: its 'animal_id' key, else the sub-<id> of the PET file name."""
+    if scan.get("animal_id"):
+        return str(scan["animal_id"])
+    m = re.search(r"sub-([A-Za-z0-9]+)", Path(scan["pet"]).name)
+    if not m:
+        raise HomingError(f"mip_timeline: no animal_id key and no sub-<id> in {scan['pet']}")
+    return m.group(1)
+
+
+def _coronal_mips(scan: dict) -> dict:
+    """Coronal maximum-intensity projections (along anterior–posterior, RAS+ reoriented,
+    shown with superior up) of one scan: PET (Bq/mL as stored), CT on the PET grid (HU),
+    each organ's projected mask; and the pixel aspect (S voxel size over R voxel size)."""
+    import nibabel as nib
+
+    pet = nib.load(str(scan["pet"]))
+    dseg = nib.load(str(scan["dseg"]))
+    if dseg.shape[:3] != pet.shape[:3] or not np.allclose(dseg.affine, pet.affine, atol=1e-3):
+        raise HomingError(f"mip_timeline: {scan['dseg']} is not on the grid of {scan['pet']}")
+    pet_data = np.asarray(pet.dataobj, dtype=np.float32)
+    if pet_data.ndim == 4:
+        if pet_data.shape[3] != 1:
+            raise HomingError(
+                f"mip_timeline: {scan['pet']} has {pet_data.shape[3]} frames; "
+                "give a static (one-frame) image"
+            )
+        pet_data = pet_data[..., 0]
+    ct_data = ct_on_pet_grid(Path(scan["ct"]), pet, scan.get("pet_to_ct"))
+    labels = np.asarray(dseg.dataobj, dtype=np.int32)
+    ornt = nib.orientations.io_orientation(pet.affine)
+    ras = [nib.orientations.apply_orientation(a, ornt) for a in (pet_data, ct_data, labels)]
+    zooms = np.empty(3)
+    zooms[ornt[:, 0].astype(int)] = np.linalg.norm(np.asarray(pet.affine, float)[:3, :3], axis=0)
+    lab = ras[2]
+    organ_masks = {int(v): (lab == v).any(axis=1) for v in np.unique(lab) if v > 0}
+    return {
+        "pet": ras[0].max(axis=1),
+        "ct": ras[1].max(axis=1),
+        "organs": organ_masks,
+        "aspect": zooms[2] / zooms[0],
+    }
+
+
+def build_mip_timeline(scans: list[dict]) -> tuple[plt.Figure, str]:
+    """Figure and caption of mip_timeline (see there)."""
+    if not scans:
+        raise HomingError("mip_timeline: no scans given")
+    for scan in scans:
+        missing = [k for k in _SCAN_KEYS if k not in scan]
+        if missing:
+            raise HomingError(f"mip_timeline: scan {scan} lacks key(s) {missing}")
+    animals: dict[str, list[dict]] = {}
+    for scan in scans:
+        animals.setdefault(_scan_subject(scan), []).append(scan)
+    ncols = max(len(v) for v in animals.values())
+    mips = {id(s): _coronal_mips(s) for s in scans}
+    # One fixed PET scale per tracer across every session shown: the 99.9th percentile of
+    # the brightest projection, so one hot voxel does not wash the rest out.
+    vmax: dict[str, float] = {}
+    for s in scans:
+        top = float(np.percentile(mips[id(s)]["pet"], 99.9))
+        vmax[s["tracer_nuclide"]] = max(vmax.get(s["tracer_nuclide"], 0.0), top)
+    for nuclide, v in vmax.items():
+        if not v > 0:
+            raise HomingError(f"mip_timeline: the {nuclide} PET images hold no activity > 0")
+    width = mips[id(scans[0])]["pet"].shape[0]
+    height = mips[id(scans[0])]["pet"].shape[1] * mips[id(scans[0])]["aspect"]
+    panel_h = 4.2
+    panel_w = max(1.2, panel_h * width / height)
+    fig, axes = plt.subplots(
+        len(animals),
+        ncols,
+        figsize=(panel_w * ncols + 1.6, panel_h * len(animals) + 0.9),
+        squeeze=False,
+    )
+    images = {}
+    for r, (animal, rows) in enumerate(animals.items()):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_axis_off()
+            if c >= len(rows):
+                continue
+            s = rows[c]
+            m = mips[id(s)]
+            ax.imshow(
+                m["ct"].T,
+                cmap="gray",
+                origin="lower",
+                vmin=-500,
+                vmax=1500,
+                aspect=m["aspect"],
+                interpolation="nearest",
+            )
+            # Opacity rises with activity (clear at 0, 0.85 from 30 % of the scale up): the
+            # low end of these maps is near black, and drawn opaque it would hide the CT.
+            nuc = s["tracer_nuclide"]
+            pet = m["pet"].T
+            images[nuc] = ax.imshow(
+                pet,
+                cmap=tracer_cmap(nuc),
+                origin="lower",
+                vmin=0,
+                vmax=vmax[nuc],
+                alpha=0.85 * np.clip(pet / (0.3 * vmax[nuc]), 0.0, 1.0),
+                aspect=m["aspect"],
+                interpolation="nearest",
+            )
+            outline = s.get("outline_labels")
+            for label, mask in m["organs"].items():
+                if outline is not None and label not in outline:
+                    continue
+                ax.contour(
+                    mask.T.astype(np.uint8),
+                    levels=[0.5],
+                    colors="white",
+                    linewidths=0.5,
+                    alpha=0.7,
+                    origin="lower",
+                )
+            ax.set_title(f"sub-{animal} ses-{s['session_id']}\n{s['days_label']}", fontsize=8)
+    fig.suptitle("Coronal maximum-intensity projections: PET over CT, organ outlines in white")
+    fig.tight_layout(rect=(0, 0, 0.9, 1))
+    for k, (nuc, im) in enumerate(sorted(images.items())):
+        cax = fig.add_axes((0.91 + 0.045 * k, 0.15, 0.012, 0.7))
+        # From a plain mappable: the images' per-pixel opacity is not part of the scale.
+        cb = fig.colorbar(plt.cm.ScalarMappable(im.norm, im.get_cmap()), cax=cax)
+        cb.set_label(f"{nuc} PET activity concentration (Bq/mL)", fontsize=8)
+    caption = (
+        "Coronal maximum-intensity projections (maximum along anterior–posterior; superior "
+        "up, subject's right on the image's right) per animal and session. Colour: PET "
+        "activity concentration as stored (Bq/mL, not decay-corrected to injection), one "
+        "fixed scale per tracer across all sessions (0 to the 99.9th percentile of the "
+        "brightest projection; opacity rising from 0 to 0.85 over the scale's first 30 %). "
+        "Grey: the CT's projection (HU, window -500 to 1500) after a box average over about "
+        "one PET voxel and trilinear resampling onto the PET grid through the images' affines "
+        "(and the PET → CT transform where given). White: the projected outline of each "
+        "organ label of the PET-grid label map (or of the labels the scan lists in "
+        "outline_labels)."
+    )
+    return fig, caption
+
+
+def mip_timeline(scans: list[dict], out_png: Path) -> str:
+    """Per animal, a row of coronal maximum-intensity projections across sessions: PET
+    (Bq/mL, the tracer's colour map, one fixed scale) over the CT (HU, grey) with projected
+    organ outlines; returns the caption.
+
+    Each scan dict: session_id, days_label (text under the title, e.g. 'day 2'), pet, ct,
+    dseg (label map on the PET grid), tracer_nuclide; optional animal_id (else read from the
+    PET file's sub-<id>) and pet_to_ct (the PET → CT .mat of a separate-gantry scan; without
+    it the two images' affines are taken to share one frame) and outline_labels (the label
+    values to outline; all by default — leaving out e.g. the skeleton, which the CT shows)."""
+    fig, caption = build_mip_timeline(scans)
+    save_figure(fig, out_png)
+    return caption
