@@ -163,8 +163,40 @@ def all_outputs():
         ]
         + [animal_path("organs.tsv", a) for a in animals]
         + [animal_path("desc-tac_plot.png", a) for a in animals]
+        + [animal_path("desc-timeline_plot.png", a) for a in animals]
+        + [
+            "results/study_tidy.tsv",
+            "results/statistics/cohort_tests.tsv",
+            "results/statistics/mixed_models.tsv",
+            "results/figures/time_courses_percent_id_per_g.png",
+            "results/figures/time_courses_cells.png",
+            "results/figures/method_comparison.png",
+            "results/figures/free_label_and_retention.png",
+            "results/overview.html",
+        ]
         + [
             scan_path("figures", "desc-regqc_plot.png", a, s)
             for a, s in STUDY.sessions()
         ]
     )
+
+
+#: The files of each scan the animal's PET/CT timeline reads: (kind, suffix) by role.
+TIMELINE_FILES = {
+    "pet": ("pet", "pet.nii.gz"),
+    "ct": ("anat", "ct.nii.gz"),
+    "dseg": ("pet", "space-pet_dseg.nii.gz"),
+    "pet_to_ct": ("xfm", "from-pet_to-ct_xfm.mat"),
+}
+
+
+def timeline_scans(wildcards):
+    """Per session of the animal: its id and the paths its PET/CT timeline reads."""
+    return [
+        {"session_id": s}
+        | {
+            role: scan_path(kind, suffix, wildcards.animal, s)
+            for role, (kind, suffix) in TIMELINE_FILES.items()
+        }
+        for s in STUDY.sessions_of(wildcards.animal)
+    ]

@@ -44,7 +44,13 @@ rule animal_table:
         ]
         + control_tables(w.animal),
     output:
-        animal_path("organs.tsv"),
+        report(
+            animal_path("organs.tsv"),
+            caption="../report/animal_table.rst",
+            category="3. Per animal",
+            subcategory="{animal}",
+            labels={"animal": "{animal}", "table": "organs"},
+        ),
     log:
         "logs/sub-{animal}/animal_table.log",
     benchmark:
@@ -72,7 +78,7 @@ rule study_table:
         report(
             "results/study_organs.tsv",
             caption="../report/study_table.rst",
-            category="Tables",
+            category="5. Tables",
         ),
     log:
         "logs/study_table.log",

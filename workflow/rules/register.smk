@@ -155,7 +155,7 @@ rule registration_qc:
         figure=report(
             scan_path("figures", "desc-regqc_plot.png"),
             caption="../report/registration_qc.rst",
-            category="Registration QC",
+            category="4. QC",
             subcategory="{animal}",
             labels={"animal": "{animal}", "session": "{session}"},
         ),
@@ -190,7 +190,7 @@ rule registration_qc_table:
         report(
             "results/registration_qc.tsv",
             caption="../report/registration_qc_table.rst",
-            category="Registration QC",
+            category="4. QC",
         ),
     log:
         "logs/registration_qc_table.log",

@@ -55,6 +55,15 @@ def tac_figure(table: pd.DataFrame, organs: list[str], out_png: Path) -> None:
     save_figure(fig, out_png)
 
 
+def message_figure(text: str, out_png: Path) -> None:
+    """A PNG that says, in words, why a figure is not drawn for this study (better than a
+    missing report item or an empty plot)."""
+    fig, ax = plt.subplots(figsize=(7.0, 2.2))
+    ax.axis("off")
+    ax.text(0.01, 0.5, text, va="center", ha="left", wrap=True, fontsize=10)
+    save_figure(fig, out_png)
+
+
 def save_figure(fig, out_png: Path) -> None:
     """Save a PNG atomically (temp file, then rename) and close the figure."""
     with io.atomic_path(out_png) as tmp:
