@@ -43,6 +43,11 @@ RULES = [
     "tac_figure",
     "registration_qc",
     "registration_qc_table",
+    "animal_timeline",
+    "tidy_table",
+    "cohort_statistics",
+    "study_figures",
+    "overview_page",
 ]
 TOLERANCE_WHOLE_BODY = 0.05
 #: Partial-volume band (no correction yet): (most negative, most positive) relative error.
@@ -325,8 +330,8 @@ def test_report_and_rerun(full_run, demo_study):
     res = snakemake(full_run, "--report", str(report), configfile=demo_study / "config.yaml")
     assert res.returncode == 0, res.stderr
     html = report.read_text(errors="replace")
-    assert "Time-activity curves" in html and "desc-tac_plot.png" in html
-    assert "Registration QC" in html and "registration_qc.tsv" in html
+    assert "3. Per animal" in html and "desc-tac_plot.png" in html
+    assert "4. QC" in html and "registration_qc.tsv" in html
     # One QC figure per scan.
     assert all(f"sub-{a}_ses-{s}_desc-regqc_plot.png" in html for a, s in _sessions(demo_study))
     assert report.stat().st_size > 100_000  # figures are embedded
