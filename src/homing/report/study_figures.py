@@ -105,6 +105,8 @@ CELL_COLUMNS = {
 }
 
 LOD_LABEL = "below detection limit"
+#: Organ panels side by side in the time-course figures before they wrap onto a new row.
+PANELS_PER_ROW = 4
 
 
 def read_study(path: Path) -> pd.DataFrame:
@@ -298,21 +300,33 @@ def build_organ_time_courses(
     if not panel_rows:
         raise HomingError(f"{what}: no cohort has values of this metric")
 
-    fig, axes = plt.subplots(
-        len(panel_rows),
-        len(organs),
-        figsize=(3.6 * len(organs) + 2.6, 3.2 * len(panel_rows) + 0.8),
+    # At most PANELS_PER_ROW organs side by side: each cohort group's organs wrap onto as
+    # many rows as they need, so a long organ list stays readable.
+    per_row = min(PANELS_PER_ROW, len(organs))
+    wraps = -(-len(organs) // per_row)
+    fig, grid = plt.subplots(
+        len(panel_rows) * wraps,
+        per_row,
+        figsize=(3.6 * per_row + 2.6, 3.2 * len(panel_rows) * wraps + 0.8),
         squeeze=False,
     )
     lods = []
     for r, spec in enumerate(panel_rows):
+        group = grid[r * wraps : (r + 1) * wraps].ravel()
+        for ax in group[len(organs) :]:
+            ax.set_visible(False)
         for c, organ in enumerate(organs):
-            ax = axes[r, c]
+            ax = group[c]
             sub = spec["table"][spec["table"].organ == organ]
-            if spec["lod"] is not None:
-                limit = float(sub[spec["lod"]].median())
-                if not np.isfinite(limit):
-                    raise HomingError(f"{what}: no {spec['lod']} for {organ} ({spec['name']})")
+            limit = float(sub[spec["lod"]].median()) if spec["lod"] is not None else np.nan
+            if not sub[spec["y"]].notna().any():
+                # e.g. reporter cells on the tracer's excretion route: not estimated, and
+                # the rows' flags say why. The panel says so rather than staying blank.
+                ax.text(0.5, 0.5, f"{organ}: no {spec['name']}\n(see the rows' flags)",
+                        ha="center", va="center", transform=ax.transAxes, fontsize=9)  # fmt: skip
+                ax.set_axis_off()
+                continue
+            if spec["lod"] is not None and np.isfinite(limit):
                 lods.append(f"{spec['name']} in {organ} {limit:,.0f}")
                 # The limit differs by organ: the legend names the band, each title its value.
                 ax.axhspan(
@@ -325,10 +339,8 @@ def build_organ_time_courses(
                     label=LOD_LABEL,
                     gid="detection-limit",
                 )
-            drawn = False
             for cohort, rows in sub.groupby("cohort", sort=False):
                 if rows[spec["y"]].notna().any():
-                    drawn = True
                     _draw_cohort(
                         ax, rows, spec["x"], spec["y"], styles[cohort], cohort, spec["join"]
                     )
@@ -337,13 +349,11 @@ def build_organ_time_courses(
             ax.set_xlabel(spec["x_label"])
             ax.set_ylabel(spec["y_label"], fontsize=8)
             title = f"{organ} — {spec['name']}"
-            if spec["lod"] is not None:
+            if spec["lod"] is not None and np.isfinite(limit):
                 title += f"\n{LOD_LABEL}: < {limit:,.0f} cells"
             ax.set_title(title, fontsize=9)
             ax.grid(alpha=0.3)
-            if not drawn:
-                raise HomingError(f"{what}: no values for {organ} in {spec['name']}")
-        _row_legend(axes[r])
+        _row_legend(group[: len(organs)])
     title = {"cells": "cells per organ"}.get(metric, METRICS[metric][1].split(" (")[0])
     fig.suptitle(f"{title} over time, per cohort: animals (thin) and cohort mean ± SD (thick)")
     fig.tight_layout()
