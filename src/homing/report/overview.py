@@ -14,21 +14,8 @@ import html
 import numpy as np
 import pandas as pd
 
-#: The cell estimate of each labelling method: (value, low, high, detection limit) columns.
-CELL_COLUMNS = {
-    "ex_vivo": (
-        "label_equivalent_cells_pvc",
-        "label_equivalent_cells_pvc_low95",
-        "label_equivalent_cells_pvc_high95",
-        "min_detectable_cells",
-    ),
-    "reporter_gene": (
-        "live_reporter_cells",
-        "live_reporter_cells_low95",
-        "live_reporter_cells_high95",
-        "min_detectable_live_cells",
-    ),
-}
+from homing.report.tidy import CELL_ESTIMATES
+
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #111; max-width: 80em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em 0; font-size: 0.9em; }
@@ -110,7 +97,7 @@ def headline_section(study: pd.DataFrame, organs: list[str]) -> str:
         "brackets, the lowest and highest bound of the animals' 95 % intervals; then how many "
         "animals' estimates were below their detection limit. Controls carry no cells.</p>"
     )
-    for method, (value, low, high, _) in CELL_COLUMNS.items():
+    for method, (value, low, high, _) in CELL_ESTIMATES.items():
         rows_m = study[(study.labelling_method == method) & study.organ.isin(organs)]
         rows_m = rows_m[rows_m[value].notna()] if value in rows_m else rows_m.iloc[0:0]
         if rows_m.empty:

@@ -27,6 +27,7 @@ from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from homing import HomingError  # noqa: E402
 from homing.report.figures import save_figure  # noqa: E402
+from homing.report.tidy import CELL_ESTIMATES  # noqa: E402
 
 #: Okabe & Ito (2008) colour-blind-safe palette, the order cohorts take them in. Yellow
 #: (#F0E442) is last: it is hard to see on white.
@@ -86,22 +87,15 @@ METRICS = {
     ),
 }
 
-#: Per labelling method: the cells column, its 95 % interval and its detection limit.
+#: Per labelling method: the cells column, its 95 % interval, its detection limit and the
+#: axis label.
 CELL_COLUMNS = {
-    "ex_vivo": (
-        "label_equivalent_cells_pvc",
-        "label_equivalent_cells_pvc_low95",
-        "label_equivalent_cells_pvc_high95",
-        "min_detectable_cells",
-        "label-equivalent cells (ex vivo label; cells)",
-    ),
-    "reporter_gene": (
-        "live_reporter_cells",
-        "live_reporter_cells_low95",
-        "live_reporter_cells_high95",
-        "min_detectable_live_cells",
-        "live reporter cells (cells)",
-    ),
+    method: (*columns, label)
+    for (method, columns), label in zip(
+        CELL_ESTIMATES.items(),
+        ("label-equivalent cells (ex vivo label; cells)", "live reporter cells (cells)"),
+        strict=True,
+    )
 }
 
 LOD_LABEL = "below detection limit"

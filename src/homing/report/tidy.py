@@ -18,6 +18,23 @@ import pandas as pd
 
 from homing.core.errors import HomingError
 
+#: Per labelling method, the study table's cell estimate: (cells, 95 % interval low, high,
+#: minimum detectable cells) columns. Controls (labelling_method none) have none.
+CELL_ESTIMATES = {
+    "ex_vivo": (
+        "label_equivalent_cells_pvc",
+        "label_equivalent_cells_pvc_low95",
+        "label_equivalent_cells_pvc_high95",
+        "min_detectable_cells",
+    ),
+    "reporter_gene": (
+        "live_reporter_cells",
+        "live_reporter_cells_low95",
+        "live_reporter_cells_high95",
+        "min_detectable_live_cells",
+    ),
+}
+
 
 class Metric(NamedTuple):
     """One metric of the tidy table: its name, the study-table column it is copied from, its
