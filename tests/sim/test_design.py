@@ -12,7 +12,7 @@ import yaml
 from homing import HomingError, cli
 from homing.sim import simulate
 
-SHIPPED = ("demo", "hard", "quirks", "microct", "detection")
+SHIPPED = ("demo", "hard", "quirks", "microct", "detection", "cohorts")
 DICOM_KEYS = {
     "pet_format",
     "decay_correction",
