@@ -549,3 +549,20 @@ def test_registration_threads_come_from_the_profiles():
             "ct_to_atlas",
             "ct_to_reference",
         }
+
+
+def test_demo_statistics_say_every_group_is_too_small(full_run):
+    """The demo's cohorts have 2 animals (the control 1): no comparison is tested, no model
+    fitted, and every row says so plainly."""
+    tests = pd.read_csv(full_run / "results/statistics/cohort_tests.tsv", sep="\t")
+    models = pd.read_csv(full_run / "results/statistics/mixed_models.tsv", sep="\t")
+    assert len(tests) and len(models)
+    assert tests.p_value.isna().all() and tests.p_adjusted.isna().all()
+    assert tests.note.str.startswith("not tested: too few animals").all(), tests.note.unique()
+    assert models.cohort_p_value.isna().all()
+    # The ex vivo cohort is alone with its tracer: its rows say a cohort effect needs two.
+    assert models.note.str.contains("too few animals|a cohort effect needs two").all(), (
+        models.note.unique()
+    )
+    # Only cohorts imaged with the same tracer are compared: the reporter and the control.
+    assert set(zip(tests.cohort_a, tests.cohort_b, strict=True)) == {("control", "reporter")}
