@@ -459,10 +459,19 @@ def build_method_comparison(
         )
     _infused_days(study[study.labelling_method != "none"], what)
     styles = cohort_styles(study)
-    fig, axes = plt.subplots(2, len(organs), figsize=(3.8 * len(organs) + 2.6, 7.0), squeeze=False)
+    # Organs wrap at PANELS_PER_ROW, each a pair of panels: cells above, ratio below.
+    per_row = min(PANELS_PER_ROW, len(organs))
+    wraps = -(-len(organs) // per_row)
+    fig, grid = plt.subplots(
+        2 * wraps, per_row, figsize=(3.8 * per_row + 2.6, 7.0 * wraps), squeeze=False
+    )
+    tops = [grid[2 * (c // per_row), c % per_row] for c in range(len(organs))]
+    bottoms = [grid[2 * (c // per_row) + 1, c % per_row] for c in range(len(organs))]
+    for ax in set(grid.ravel()) - set(tops) - set(bottoms):
+        ax.set_visible(False)
     unmatched, nonpositive, n_ratio, n_undetected = 0, 0, 0, 0
     for c, organ in enumerate(organs):
-        top, bottom = axes[0, c], axes[1, c]
+        top, bottom = tops[c], bottoms[c]
         sessions = {}
         for cohort in exvivo + reporter:
             method = "ex_vivo" if cohort in exvivo else "reporter_gene"
@@ -547,12 +556,12 @@ def build_method_comparison(
         bottom.set_title(f"{organ}: ratio at matched days (±{tolerance_days:g} d)", fontsize=9)
         bottom.grid(alpha=0.3, which="both")
     # One day axis for every panel (shared by hand: sharex would hide the top row's label).
-    lo = min(ax.get_xlim()[0] for ax in axes.ravel())
-    hi = max(ax.get_xlim()[1] for ax in axes.ravel())
-    for ax in axes.ravel():
+    lo = min(ax.get_xlim()[0] for ax in tops + bottoms)
+    hi = max(ax.get_xlim()[1] for ax in tops + bottoms)
+    for ax in tops + bottoms:
         ax.set_xlim(lo, hi)
-    _row_legend(axes[0])
-    _row_legend(axes[1])
+    _row_legend(tops)
+    _row_legend(bottoms)
     fig.suptitle("Cells per organ by labelling method: ex vivo label vs reporter gene")
     fig.tight_layout()
     caption = (
