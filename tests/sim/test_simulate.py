@@ -358,19 +358,23 @@ def test_ct_geometry_survives_feet_first(quirks_study):
 
 @pytest.fixture(scope="module")
 def hard_animal(tmp_path_factory, digimouse_json):
+    """LX01 of the hard design at its first and last sessions (d0, d9): the ones checked."""
+    design = simulate.load_design(simulate.design_path("hard"))
+    cohort = design["cohorts"][0]
+    cohort["sessions"] = [s for s in cohort["sessions"] if s["id"] in ("d0", "d9")]
     out = tmp_path_factory.mktemp("hard") / "hard"
-    simulate.simulate("hard", out, digimouse_json, only_animals={"LX01"})
+    simulate.simulate(design, out, digimouse_json, only_animals={"LX01"})
     return out
 
 
 def test_hard_design_tumour_and_separate_frames(hard_animal):
     organs, scans = truth_tables(hard_animal)
-    assert set(scans.session_id) == {"d0", "d2", "d5", "d9"}
+    assert set(scans.session_id) == {"d0", "d9"}
     design = simulate.load_design(simulate.design_path("hard"))
     a, b, c = design["anatomy"]["tumour"]["radii_mm"]
     ellipsoid_ml = 4 / 3 * np.pi * a * b * c / 1000
     tumour = organs[organs.organ == "tumour"]
-    assert len(tumour) == 4
+    assert len(tumour) == 2
     # It replaces only skin/soft tissue and air, never an organ; the animal's scale changes it.
     assert (tumour.volume_ml > 0.6 * ellipsoid_ml).all() and (
         tumour.volume_ml < 1.4 * ellipsoid_ml

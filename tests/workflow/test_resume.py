@@ -16,7 +16,8 @@ from ..conftest import SNAKEMAKE_ENV, local_snakemake_command, snakemake, write_
 
 pytestmark = pytest.mark.workflow
 
-ANIMAL, SESSIONS = "EX01", ("d0", "d3")
+#: One scan is enough to kill a run mid-registration and resume it.
+ANIMAL, SESSIONS = "EX01", ("d0",)
 
 
 def _tables(work: Path) -> dict[str, pd.DataFrame]:
@@ -33,10 +34,10 @@ def test_sigkill_then_unlock_resumes_to_the_same_tables(full_run, demo_study, tm
     work = tmp_path / "work"
     work.mkdir()
     cmd = local_snakemake_command(work, cfg) + ["--cores", "2"]
-    # Killed while the registrations run: after both CTs are ingested.
+    # Killed while the atlas registration runs: after the CT is ingested.
     started = (
         work
-        / f"results/sub-{ANIMAL}/ses-{SESSIONS[1]}/anat/sub-{ANIMAL}_ses-{SESSIONS[1]}_ct.nii.gz"
+        / f"results/sub-{ANIMAL}/ses-{SESSIONS[0]}/anat/sub-{ANIMAL}_ses-{SESSIONS[0]}_ct.nii.gz"
     )
     with open(tmp_path / "killed.log", "w") as out:
         proc = subprocess.Popen(
