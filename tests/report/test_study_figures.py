@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from homing import HomingError
+from homing.report import mip_timeline as mip
 from homing.report import study_figures as sf
 
 REAL_RESULTS = Path("/tmp/lead/s5/hardrun/results")
@@ -266,24 +267,24 @@ def test_ct_on_pet_grid_matches_nibabel_resampling_across_slabs(tmp_path, monkey
 
     scan = _scan(tmp_path, "d0", 1.0)
     pet, ct = nib.load(scan["pet"]), nib.load(scan["ct"])
-    monkeypatch.setattr(sf, "_CT_SLAB_VOXELS", 30 * 22 * 5)  # 8 slabs of 5 planes
-    plain = sf.ct_on_pet_grid(scan["ct"], pet, antialias=False)
-    ref = resample_from_to(ct, pet, order=1, cval=sf.AIR_HU).get_fdata()
+    monkeypatch.setattr(mip, "_CT_SLAB_VOXELS", 30 * 22 * 5)  # 8 slabs of 5 planes
+    plain = mip.ct_on_pet_grid(scan["ct"], pet, antialias=False)
+    ref = resample_from_to(ct, pet, order=1, cval=mip.AIR_HU).get_fdata()
     assert plain.shape == pet.shape and plain.dtype == np.float32
     np.testing.assert_allclose(plain, ref, atol=1e-3)
     # Anti-aliased: a 3-voxel box (2 CT voxels per PET voxel, made odd) on the whole CT.
-    smooth = sf.ct_on_pet_grid(scan["ct"], pet)
+    smooth = mip.ct_on_pet_grid(scan["ct"], pet)
     boxed = nib.Nifti1Image(
         ndimage.uniform_filter(ct.get_fdata(dtype=np.float32), size=3, mode="nearest"), ct.affine
     )
-    ref = resample_from_to(boxed, pet, order=1, cval=sf.AIR_HU).get_fdata()
+    ref = resample_from_to(boxed, pet, order=1, cval=mip.AIR_HU).get_fdata()
     np.testing.assert_allclose(smooth, ref, atol=1e-2)
     assert not np.allclose(smooth, plain)
 
 
 def test_mip_timeline(tmp_path):
     scans = [_scan(tmp_path, s, f) for s, f in (("d0", 1.0), ("d2", 0.5), ("d7", 0.25))]
-    fig, caption = sf.build_mip_timeline(scans)
+    fig, caption = mip.build_mip_timeline(scans)
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 3
     assert all(ax.get_title().startswith("sub-LX01 ses-") for ax in panels)
@@ -302,7 +303,7 @@ def test_mip_timeline(tmp_path):
     assert fig._suptitle.get_text() and "Bq/mL" in caption
     plt.close(fig)
     out = tmp_path / "mip.png"
-    sf.mip_timeline(scans, out)
+    mip.mip_timeline(scans, out)
     _non_trivial_png(out)
 
 
@@ -341,5 +342,5 @@ def test_every_figure_on_the_real_study(tmp_path):
                 "outline_labels": [1] + list(range(3, 22)),  # not the skeleton (2)
             }
         )
-    assert sf.mip_timeline(scans, tmp_path / "mip.png")
+    assert mip.mip_timeline(scans, tmp_path / "mip.png")
     _non_trivial_png(tmp_path / "mip.png")

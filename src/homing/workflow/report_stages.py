@@ -88,7 +88,7 @@ def animal_timeline(animal_tsv: Path, scans: list[dict], out_png: Path) -> None:
     per session its session_id and the pet, ct, dseg and pet_to_ct (.mat) paths; the time
     label and tracer come from the animal's organ table. A scan the figure cannot show
     (e.g. a dynamic PET) gives a PNG that says why."""
-    from homing.report import study_figures as figs
+    from homing.report import mip_timeline
 
     table = pd.read_csv(animal_tsv, sep="\t", dtype=IDS).drop_duplicates("session_id")
     by_session = table.set_index("session_id")
@@ -100,7 +100,7 @@ def animal_timeline(animal_tsv: Path, scans: list[dict], out_png: Path) -> None:
         else:
             when = f"{row.hours_since_injection:.1f} h after injection"
         full.append(scan | {"days_label": when, "tracer_nuclide": row.tracer_nuclide})
-    _or_note(lambda: figs.mip_timeline(full, Path(out_png)), Path(out_png))
+    _or_note(lambda: mip_timeline.mip_timeline(full, Path(out_png)), Path(out_png))
 
 
 def overview_page(
