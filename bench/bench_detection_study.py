@@ -29,16 +29,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import yaml
+from workflow_run import DEFAULT_ATLAS, REPO, run_workflow
 
-REPO = Path(__file__).resolve().parents[1]
 ORGANS = ("spleen", "tumour", "liver", "lungs")
 SMALL = ("spleen", "tumour")
 IDS = {"animal_id": str, "session_id": str}
@@ -204,9 +202,7 @@ def main() -> None:
     ap.add_argument("--study", type=Path, default=Path("bench-detection-study"))
     ap.add_argument("--work", type=Path, default=Path("bench-detection-run"))
     ap.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument(
-        "--atlas", default=str(REPO.parent / "shared/data/atlas/digimouse/digimouse.json")
-    )
+    ap.add_argument("--atlas", default=DEFAULT_ATLAS)
     args = ap.parse_args()
     from homing.sim import simulate
 
@@ -215,15 +211,7 @@ def main() -> None:
         simulate.simulate(args.design, study, Path(args.atlas))
         simulate.write_config(study, args.atlas)
     overlay = _twins_config(study, work)
-    subprocess.run(
-        [
-            sys.executable, "-m", "snakemake", "results/study_organs.tsv",
-            "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(work),
-            "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"),
-            "--configfile", str(overlay), "--cores", str(args.cores), "--quiet",
-        ],
-        check=True,
-    )  # fmt: skip
+    run_workflow(work, overlay, "results/study_organs.tsv", args.cores)
     config = _deep_update(
         yaml.safe_load((REPO / "config" / "config.yaml").read_text()),
         yaml.safe_load(overlay.read_text()),

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+from workflow_run import DEFAULT_ATLAS, run_workflow
 
-REPO = Path(__file__).resolve().parents[1]
 ORGANS = ("spleen", "stomach", "kidneys", "liver", "lungs")
 METRIC = "percent_id_per_g_pvc"
 
@@ -31,9 +29,7 @@ def main() -> None:
     ap.add_argument("--study", type=Path, default=Path("bench-statistics-study"))
     ap.add_argument("--work", type=Path, default=Path("bench-statistics-run"))
     ap.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
-    ap.add_argument(
-        "--atlas", default=str(REPO.parent / "shared/data/atlas/digimouse/digimouse.json")
-    )
+    ap.add_argument("--atlas", default=DEFAULT_ATLAS)
     args = ap.parse_args()
     from homing.sim import simulate
 
@@ -42,15 +38,7 @@ def main() -> None:
         simulate.simulate("cohorts", study, Path(args.atlas))
         simulate.write_config(study, args.atlas)
     work.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [
-            sys.executable, "-m", "snakemake", "results/statistics/mixed_models.tsv",
-            "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(work),
-            "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"),
-            "--configfile", str(study / "config.yaml"), "--cores", str(args.cores), "--quiet",
-        ],
-        check=True,
-    )  # fmt: skip
+    run_workflow(work, study / "config.yaml", "results/statistics/mixed_models.tsv", args.cores)
     models = pd.read_csv(work / "results/statistics/mixed_models.tsv", sep="\t")
     tests = pd.read_csv(work / "results/statistics/cohort_tests.tsv", sep="\t")
     pd.set_option("display.width", 220)
