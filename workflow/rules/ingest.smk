@@ -21,6 +21,7 @@ rule ingest_emission:
     params:
         overrides=lambda w: sheet_overrides(scan_row(w), animal_row(w)),
         series_uid=lambda w: series_uid(scan_row(w), "emission"),
+        max_missing_slices=config["ingest"]["emission_max_missing_slices"],
         where=SHEET_ROW,
     script:
         "../scripts/ingest.py"
@@ -47,6 +48,7 @@ rule ingest_ct:
     params:
         overrides=None,
         series_uid=lambda w: series_uid(scan_row(w), "ct"),
+        max_missing_slices=config["ingest"]["ct_max_missing_slices"],
         where=SHEET_ROW,
     script:
         "../scripts/ingest.py"

@@ -4,6 +4,7 @@ rule quantify_scan:
     input:
         pet=scan_path("pet", "pet.nii.gz"),
         pet_json=scan_path("pet", "pet.json"),
+        ct_json=scan_path("anat", "ct.json"),
         probseg=scan_path("pet", "space-pet_probseg.nii.gz"),
         probseg_tsv=scan_path("pet", "space-pet_probseg.tsv"),
         table=scan_path("anat", "space-ct_dseg.tsv"),

@@ -13,4 +13,5 @@ with stages.rule_job(sm.log[0], sm.threads):
         sm.output.json,
         sm.params.series_uid,
         sm.params.where,
+        sm.params.max_missing_slices,
     )

@@ -19,4 +19,5 @@ with stages.rule_job(sm.log[0], sm.threads):
         sm.params.where,
         sm.output.table,
         sm.output.curves,
+        sm.input.ct_json,
     )

@@ -34,12 +34,27 @@ import numpy as np
 from homing import HomingError
 from homing.core import io
 from homing.dicom.discover import discover_series, select_series
-from homing.dicom.read import Volume, read_series
+from homing.dicom.read import (
+    SliceGrid,
+    Volume,
+    check_missing_slices,
+    fill_missing_slices,
+    read_series_on_grid,
+)
 from homing.dicom.sidecar import ct_sidecar, emission_sidecar
 from homing.dicom.times import dynamic_timing
 from homing.dicom.units import unit_factors
 
 __all__ = ["ingest", "write_volume"]
+
+#: Slices that may be missing from an export and are interpolated (config ``ingest``): a
+#: few missing CT slices only blur the anatomy the atlas is fitted to, but a missing
+#: emission slice changes the activity measured, so by default it stops the run.
+DEFAULT_MAX_MISSING_SLICES = {"ct": 4, "emission": 0}
+
+#: Flags a scan's sidecar carries (``HomingFlags``) for every organ row of that scan.
+FLAG_MISSING_SLICES = "missing_slices_interpolated"
+FLAG_JITTER = "slice_positions_jittered"
 
 
 def ingest(
@@ -47,6 +62,7 @@ def ingest(
     kind: str,
     overrides: dict | None = None,
     series_uid: str | None = None,
+    max_missing_slices: int | None = None,
 ) -> Volume:
     """Read the ``kind`` ("emission" or "ct") series in ``folder`` into a Volume.
 
@@ -55,13 +71,22 @@ def ingest(
     and Enhanced multi-frame series are read; a dynamic emission series gives a 4D volume
     (x, y, z, t) whose sidecar has per-frame FrameTimesStart, FrameDuration and
     DecayCorrectionFactor.
+
+    Up to ``max_missing_slices`` (default DEFAULT_MAX_MISSING_SLICES[kind]) slices missing
+    from the export are linearly interpolated; the sidecar's ``SliceGrid`` records them and
+    ``HomingFlags`` holds FLAG_MISSING_SLICES (and FLAG_JITTER for positions off the
+    regular grid), which every organ row of the scan then carries.
     """
     folder = Path(folder)
+    if max_missing_slices is None:
+        max_missing_slices = DEFAULT_MAX_MISSING_SLICES[kind]
     chosen = select_series(discover_series(folder), kind, folder, series_uid)
     source = f"{folder} (series {chosen.series_uid})"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        data, affine, groups = read_series(chosen.files, source, chosen.datasets)
+        data, affine, groups, grid = read_series_on_grid(chosen.files, source, chosen.datasets)
+    advice = _missing_advice(kind, max_missing_slices)
+    check_missing_slices(grid, max_missing_slices, source, advice)
     geometry_warnings = [str(w.message) for w in caught]
     for message in geometry_warnings:
         warnings.warn(message, stacklevel=2)
@@ -85,11 +110,42 @@ def ingest(
                 "supported. Export one static CT"
             )
         sidecar = ct_sidecar(datasets, source)
+    # After the per-slice unit factors, which belong to the slices read.
+    data = fill_missing_slices(data, grid)
+    sidecar["SliceGrid"] = grid.record()
+    sidecar["HomingFlags"] = _grid_flags(grid)
+    if grid.n_missing:
+        geometry_warnings.append(
+            f"{source}: {grid.missing_text()}; interpolated linearly between their neighbours "
+            f"(rows flagged {FLAG_MISSING_SLICES})"
+        )
     sidecar["Warnings"] = geometry_warnings + sidecar["Warnings"]
     sidecar["VoxelSize_mm"] = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
     sidecar["ImageShape"] = [int(v) for v in data.shape]
     sidecar["NumberOfFiles"] = len(chosen.files)
     return Volume(data=data, affine=affine, sidecar=sidecar)
+
+
+def _missing_advice(kind: str, limit: int) -> str:
+    """What a user can do about more missing slices than ``limit`` allows."""
+    key = f"ingest.{kind}_max_missing_slices"
+    if kind == "emission":
+        return (
+            "a missing PET/SPECT slice changes the activity measured, so it is not filled by "
+            "default. Export the complete series from the scanner again; or, knowing that, set "
+            f"`{key}` in the config to at least the number missing (now {limit}) to "
+            f"interpolate it, and every organ row of this scan is flagged {FLAG_MISSING_SLICES}"
+        )
+    return (
+        "export the complete series again if the scanner still has it; otherwise set "
+        f"`{key}` in the config (now {limit}) to at least the number missing to interpolate "
+        f"them (every organ row of this scan is then flagged {FLAG_MISSING_SLICES})"
+    )
+
+
+def _grid_flags(grid: SliceGrid) -> list[str]:
+    """The scan-wide flags of a series' slice grid."""
+    return [FLAG_MISSING_SLICES] * bool(grid.n_missing) + [FLAG_JITTER] * grid.jittered
 
 
 def _whole_int16(data: np.ndarray) -> bool:

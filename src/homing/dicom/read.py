@@ -34,6 +34,11 @@ POSITION_ATOL_MM = 1e-4
 TILT_TOLERANCE = 1e-3
 
 
+#: A slice within this distance (mm) of its regular grid position is exact: the DS text's own
+#: float noise. Beyond it the positions are jittered (recorded and flagged, see SliceGrid).
+POSITION_EXACT_MM = 1e-5
+
+
 #: Direction cosines / pixel spacings that differ by more than this between slices: error.
 GEOMETRY_ATOL = 1e-4
 
@@ -45,53 +50,144 @@ def _dynamic_hint(a: pydicom.Dataset, b: pydicom.Dataset) -> bool:
     return False
 
 
-def _check_spacing(
-    proj: np.ndarray, diffs: np.ndarray, step: float, datasets: list, source: str
-) -> None:
-    """Slice positions must lie on a regular grid of ``step`` mm.
-
-    Steps within SLICE_SPACING_RTOL of the mean step pass silently. Small irregularities
-    (every slice within SLICE_POSITION_MAX_RESIDUAL x step of its grid position, as
-    real multi-bed PET has at bed overlaps) pass with a warning. Anything else (a missing
-    slice, mixed stacks) is a HomingError naming the largest gaps and their files.
-    """
-    tol = SLICE_SPACING_RTOL * step + POSITION_ATOL_MM
-    bad = np.flatnonzero(np.abs(diffs - step) > tol)
-    if not bad.size:
-        return
-    n = len(proj)
-    residual = np.abs(proj - (proj[0] + np.arange(n) * step))
+def _irregular_detail(proj: np.ndarray, diffs: np.ndarray, bad: np.ndarray, datasets) -> str:
+    """The largest irregular steps (mm) of sorted positions ``proj``, with their files."""
     typical = float(np.median(diffs))
     worst_first = bad[np.argsort(-np.abs(diffs[bad] - typical), kind="stable")]
-    lines = []
-    for idx in worst_first[:5]:
-        gap = diffs[idx]
-        missing = round(gap / typical) - 1
-        hint = f" (about {missing} slice(s) missing)" if missing >= 1 else ""
-        lines.append(
-            f"{gap:.4f} mm between {dataset_name(datasets[idx])} (at {proj[idx]:.4f} mm) and "
-            f"{dataset_name(datasets[idx + 1])} (at {proj[idx + 1]:.4f} mm){hint}"
-        )
-    detail = (
-        f"typical step {typical:.4f} mm, but the gap is " + "; ".join(lines)
-        if len(lines) == 1
-        else f"typical step {typical:.4f} mm, but gaps of " + "; ".join(lines)
-    )
-    if residual.max() <= SLICE_POSITION_MAX_RESIDUAL * step:
-        idx = worst_first[0]
+    lines = [
+        f"{diffs[i]:.4f} mm between {dataset_name(datasets[i])} (at {proj[i]:.4f} mm) and "
+        f"{dataset_name(datasets[i + 1])} (at {proj[i + 1]:.4f} mm)"
+        for i in worst_first[:5]
+    ]
+    if len(lines) == 1:
+        return f"typical step {typical:.4f} mm, but the gap is {lines[0]}"
+    return f"typical step {typical:.4f} mm, but gaps of " + "; ".join(lines)
+
+
+@dataclass
+class SliceGrid:
+    """Where the slices read lie on the series' regular grid along the slice normal.
+
+    ``grid_index``: 0-based index on the regular grid of each slice read (ascending);
+    ``step_mm``: the grid's step; ``residual_max_mm``: the largest distance of a slice's
+    position from its grid position (jitter); ``files``: the slice files read, in order.
+    Slices whose grid index is absent were missing from the export.
+    """
+
+    step_mm: float
+    grid_index: np.ndarray
+    residual_max_mm: float
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def n_slices(self) -> int:
+        """Slices of the regular grid, missing ones included."""
+        return int(self.grid_index[-1]) + 1
+
+    @property
+    def n_missing(self) -> int:
+        """Slices missing from the export."""
+        return self.n_slices - len(self.grid_index)
+
+    @property
+    def jittered(self) -> bool:
+        """Slice positions off the regular grid by more than the DS text's float noise."""
+        return self.residual_max_mm > POSITION_EXACT_MM
+
+    def gaps(self) -> list[dict]:
+        """Each run of missing slices: grid indices (0-based, inclusive) and the files either
+        side of it."""
+        out = []
+        for i in np.flatnonzero(np.diff(self.grid_index) > 1):
+            first, last = int(self.grid_index[i]) + 1, int(self.grid_index[i + 1]) - 1
+            out.append(
+                {
+                    "first_index": first,
+                    "last_index": last,
+                    "count": last - first + 1,
+                    "after_file": Path(self.files[i]).name if self.files else "",
+                    "before_file": Path(self.files[i + 1]).name if self.files else "",
+                }
+            )
+        return out
+
+    def record(self) -> dict:
+        """The sidecar's ``SliceGrid`` entry (BIDS-style keys; mm)."""
+        return {
+            "SliceStepMm": round(self.step_mm, 9),
+            "SlicePositionResidualMaxMm": float(f"{self.residual_max_mm:.3g}"),
+            "SlicesOnGrid": self.n_slices,
+            "SlicesRead": len(self.grid_index),
+            "MissingSlices": [
+                {
+                    "FirstIndex": g["first_index"],
+                    "LastIndex": g["last_index"],
+                    "Count": g["count"],
+                    "AfterFile": g["after_file"],
+                    "BeforeFile": g["before_file"],
+                }
+                for g in self.gaps()
+            ],
+            "MissingSliceFill": "linear interpolation along the slice normal between the "
+            "nearest slices read"
+            if self.n_missing
+            else "none",
+        }
+
+    def missing_text(self) -> str:
+        """What is missing, for messages: counts, grid indices and the files either side."""
+        parts = [
+            f"{g['count']} between {g['after_file']} and {g['before_file']} "
+            f"(slice {g['first_index']}"
+            + (f"-{g['last_index']}" if g["count"] > 1 else "")
+            + f" of {self.n_slices})"
+            for g in self.gaps()[:5]
+        ]
+        return f"{self.n_missing} slice(s) missing from the export: " + "; ".join(parts)
+
+
+def _slice_grid(proj: np.ndarray, diffs: np.ndarray, datasets: list, source: str) -> SliceGrid:
+    """The regular grid of sorted slice positions ``proj`` (mm along the normal).
+
+    The step is the typical (median) one, so slices missing from the export show as gaps of
+    a whole number of steps instead of making every step look uneven. Positions within
+    SLICE_SPACING_RTOL of the step (plus POSITION_ATOL_MM) of their grid position pass
+    silently; up to SLICE_POSITION_MAX_RESIDUAL x step (real multi-bed PET at bed overlaps)
+    with a warning. Anything else (a gap that is not a whole number of steps, mixed stacks)
+    is a HomingError naming the largest gaps and their files.
+    """
+    typical = float(np.median(diffs))
+    index = np.rint((proj - proj[0]) / typical).astype(int)
+    names = [dataset_name(ds) for ds in datasets]
+    if np.all(np.diff(index) >= 1):
+        # Anchored at both ends: the step of a complete series is (last - first) / (n - 1).
+        step = float(proj[-1] - proj[0]) / int(index[-1])
+        residual = np.abs(proj - (proj[0] + index * step))
+    else:
+        step, residual = typical, np.full(len(proj), np.inf)
+    grid = SliceGrid(step, index, float(residual.max()), names)
+    if grid.residual_max_mm <= SLICE_SPACING_RTOL * step + POSITION_ATOL_MM:
+        return grid
+    expected = np.diff(index) * step
+    bad = np.flatnonzero(np.abs(diffs - expected) > SLICE_SPACING_RTOL * step + POSITION_ATOL_MM)
+    if not bad.size:
+        bad = np.array([int(np.argmax(np.abs(diffs - expected)))])
+    if grid.residual_max_mm <= SLICE_POSITION_MAX_RESIDUAL * step:
+        idx = bad[np.argmax(np.abs(diffs - expected)[bad])]
         warnings.warn(
             f"{source}: slice positions deviate from a regular {step:.4f} mm grid by up to "
-            f"{residual.max():.4f} mm ({residual.max() / step:.1%} of the spacing; "
+            f"{grid.residual_max_mm:.4f} mm ({grid.residual_max_mm / step:.1%} of the spacing; "
             f"{len(bad)} irregular steps, the largest {diffs[idx]:.4f} mm between "
-            f"{Path(dataset_name(datasets[idx])).name} and "
-            f"{Path(dataset_name(datasets[idx + 1])).name}); "
-            "accepted",
+            f"{Path(names[idx]).name} and {Path(names[idx + 1]).name}); accepted",
             stacklevel=3,
         )
-        return
+        return grid
     raise HomingError(
-        f"{source}: uneven slice spacing from {tag_text('ImagePositionPatient')}: {detail}. A "
-        "slice file is missing or the series mixes stacks: copy the complete series"
+        f"{source}: uneven slice spacing from {tag_text('ImagePositionPatient')}: "
+        f"{_irregular_detail(proj, diffs, bad, datasets)}. The gaps are not whole numbers of "
+        "slices, so this is not a few slices missing: the series mixes stacks or "
+        "reconstructions. Separate them (or pick one with scans.tsv's *_series_uid), or "
+        "export the series again"
     )
 
 
@@ -250,28 +346,25 @@ def _check_in_stack(datasets: list[pydicom.Dataset], source: str, ordered: bool)
         )
 
 
-def read_series(
+def read_series_on_grid(
     files: list[Path], source: str, parsed: list[pydicom.Dataset] | None = None
-) -> tuple[np.ndarray, np.ndarray, list[list[pydicom.Dataset]]]:
-    """Read a static or dynamic series: (data, affine, datasets per time frame).
-
-    Single-frame files and Enhanced multi-frame objects (frames ordered by position and
-    InStackPositionNumber, in time by TemporalPositionIndex / start time) are both read. A
-    static series gives 3D ``data`` and one group; a dynamic one gives 4D data (x, y, z, t),
-    frames in time order, one group of slice-sorted datasets per frame. Every time frame must
-    have the same geometry. See :func:`read_volume` for the geometry rules.
-    """
+) -> tuple[np.ndarray, np.ndarray, list[list[pydicom.Dataset]], SliceGrid]:
+    """Read a static or dynamic series: (data of the slices read, affine of the regular
+    grid, datasets per time frame, the grid). Missing slices are not filled: see
+    :func:`read_series`, which does, and :func:`fill_missing_slices`."""
     if not files:
         raise HomingError(f"{source}: no files to read")
     datasets = _load_instances([Path(f) for f in files], source, parsed)
     groups = time_groups(datasets, source)
-    volumes, out_groups, affine = [], [], None
+    volumes, out_groups, affine, grid = [], [], None, None
     for t, group in enumerate(groups):
         _check_in_stack(group, source, ordered=False)
-        data, aff, ordered = stack_volume(group, source)
+        data, aff, ordered, frame_grid = stack_volume(group, source)
         _check_in_stack(ordered, source, ordered=True)
         if affine is not None and (
-            data.shape != volumes[0].shape or not np.allclose(aff, affine, atol=GEOMETRY_ATOL)
+            data.shape != volumes[0].shape
+            or not np.allclose(aff, affine, atol=GEOMETRY_ATOL)
+            or not np.array_equal(frame_grid.grid_index, grid.grid_index)
         ):
             raise HomingError(
                 f"{source}: time frame {t + 1} ({dataset_name(ordered[0])}) has a different grid "
@@ -279,11 +372,45 @@ def read_series(
                 f"{dataset_name(out_groups[0][0])}); "
                 "every frame of a dynamic series must share one geometry"
             )
-        affine = aff if affine is None else affine
+        if affine is None:
+            affine, grid = aff, frame_grid
         volumes.append(data)
         out_groups.append(ordered)
     data = volumes[0] if len(volumes) == 1 else np.stack(volumes, axis=3)
-    return data, affine, out_groups
+    return data, affine, out_groups, grid
+
+
+def read_series(
+    files: list[Path],
+    source: str,
+    parsed: list[pydicom.Dataset] | None = None,
+    max_missing_slices: int = 0,
+) -> tuple[np.ndarray, np.ndarray, list[list[pydicom.Dataset]]]:
+    """Read a static or dynamic series: (data, affine, datasets per time frame).
+
+    Single-frame files and Enhanced multi-frame objects (frames ordered by position and
+    InStackPositionNumber, in time by TemporalPositionIndex / start time) are both read. A
+    static series gives 3D ``data`` and one group; a dynamic one gives 4D data (x, y, z, t),
+    frames in time order, one group of slice-sorted datasets per frame. Every time frame must
+    have the same geometry. Up to ``max_missing_slices`` slices missing from the export are
+    interpolated (:func:`fill_missing_slices`); more are a HomingError. See
+    :func:`read_volume` for the geometry rules.
+    """
+    data, affine, groups, grid = read_series_on_grid(files, source, parsed)
+    check_missing_slices(grid, max_missing_slices, source, "")
+    return fill_missing_slices(data, grid), affine, groups
+
+
+def check_missing_slices(grid: SliceGrid, limit: int, source: str, advice: str) -> None:
+    """A HomingError when more than ``limit`` slices are missing from the export: which ones,
+    between which files, and ``advice`` (what the user can do) or a generic one."""
+    if grid.n_missing <= limit:
+        return
+    advice = advice or (
+        "copy the complete series, or export it from the scanner again"
+        + (f" (at most {limit} missing slice(s) are interpolated)" if limit else "")
+    )
+    raise HomingError(f"{source}: {grid.missing_text()}; {advice}")
 
 
 def read_volume(
@@ -350,10 +477,9 @@ def _slice_axes(first: pydicom.Dataset, iop: np.ndarray) -> tuple[np.ndarray, ..
     return row_cos, col_cos, normal
 
 
-def _check_positions(proj, ipps, normal, datasets, source: str) -> float:
-    """Slice step in mm along the normal of a stack of ≥ 2 slices sorted by ``proj`` (mm):
-    no duplicate positions, even spacing (:func:`_check_spacing`), no gantry tilt."""
-    n = len(datasets)
+def _check_positions(proj, ipps, normal, datasets, source: str) -> SliceGrid:
+    """The regular grid (:func:`_slice_grid`) of a stack of ≥ 2 slices sorted by ``proj``
+    (mm along the normal): no duplicate positions, a regular grid, no gantry tilt."""
     diffs = np.diff(proj)
     dup = np.flatnonzero(diffs <= POSITION_ATOL_MM + 1e-6 * np.abs(proj[1:]))
     if dup.size:
@@ -373,8 +499,7 @@ def _check_positions(proj, ipps, normal, datasets, source: str) -> float:
             f"({tag_text('ImagePositionPatient')}); "
             f"{what}"
         )
-    step = (proj[-1] - proj[0]) / (n - 1)
-    _check_spacing(proj, diffs, step, datasets, source)
+    grid = _slice_grid(proj, diffs, datasets, source)
     # Gantry tilt / shear: the slice-to-slice displacement must follow the normal.
     disp = ipps - ipps[0]
     perp = disp - np.outer(disp @ normal, normal)
@@ -392,7 +517,7 @@ def _check_positions(proj, ipps, normal, datasets, source: str) -> float:
             f"is offset by {perp_len[idx]:.3f} mm. Reconstruct/export the series without "
             "tilt, or resample it to an orthogonal grid first"
         )
-    return step
+    return grid
 
 
 def _single_slice_step(first: pydicom.Dataset) -> float:
@@ -419,8 +544,10 @@ def _pixel_volume(datasets: list[pydicom.Dataset], rows: int, cols: int) -> np.n
 
 def stack_volume(
     datasets: list[pydicom.Dataset], source: str
-) -> tuple[np.ndarray, np.ndarray, list[pydicom.Dataset]]:
-    """One 3D volume from the slices of one time frame (see :func:`read_volume`)."""
+) -> tuple[np.ndarray, np.ndarray, list[pydicom.Dataset], SliceGrid]:
+    """One 3D volume from the slices of one time frame (see :func:`read_volume`): (the slices
+    read, the affine of the regular grid, the datasets in slice order, the grid). Slices
+    missing from the export are not filled here (:func:`fill_missing_slices`)."""
     first = datasets[0]
     iop = float_values(first, "ImageOrientationPatient", 6, dataset_name(first))
     spacing = float_values(first, "PixelSpacing", 2, dataset_name(first))
@@ -437,9 +564,10 @@ def stack_volume(
     n = len(datasets)
 
     if n > 1:
-        step = _check_positions(proj, ipps, normal, datasets, source)
+        grid = _check_positions(proj, ipps, normal, datasets, source)
     else:
-        step = _single_slice_step(first)
+        grid = SliceGrid(_single_slice_step(first), np.zeros(1, int), 0.0, [dataset_name(first)])
+    step = grid.step_mm
     data = _pixel_volume(datasets, rows, cols)
 
     lps = np.eye(4)
@@ -448,7 +576,24 @@ def stack_volume(
     lps[:3, 2] = normal * step
     lps[:3, 3] = ipps[0]
     affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    return data, affine, datasets
+    return data, affine, datasets, grid
+
+
+def fill_missing_slices(data: np.ndarray, grid: SliceGrid) -> np.ndarray:
+    """The volume on the whole regular grid: ``data`` (the slices read, along axis 2; 3D or
+    4D) with each missing slice linearly interpolated, along the slice normal, between the
+    nearest slices read on either side (float32)."""
+    if not grid.n_missing:
+        return data
+    full = np.empty((*data.shape[:2], grid.n_slices, *data.shape[3:]), dtype=np.float32)
+    full[:, :, grid.grid_index] = data
+    for gap in grid.gaps():
+        lo, hi = gap["first_index"] - 1, gap["last_index"] + 1
+        below, above = full[:, :, lo].astype(np.float64), full[:, :, hi].astype(np.float64)
+        for k in range(gap["first_index"], gap["last_index"] + 1):
+            w = (k - lo) / (hi - lo)
+            full[:, :, k] = ((1.0 - w) * below + w * above).astype(np.float32)
+    return full
 
 
 @dataclass

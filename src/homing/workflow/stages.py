@@ -86,13 +86,15 @@ def ingest_series(
     out_json: Path,
     uid: str | None = None,
     where: str = "scans.tsv",
+    max_missing_slices: int | None = None,
 ) -> None:
     """DICOM folder → NIfTI (float32; Bq/mL or HU) + JSON sidecar. ``uid`` picks the series
-    when the folder holds several; ``where`` names the scan's sheet row in messages."""
+    when the folder holds several; ``where`` names the scan's sheet row in messages;
+    ``max_missing_slices`` (config ``ingest``) are interpolated and flagged."""
     from homing.dicom import ingest
 
     try:
-        vol = ingest.ingest(Path(folder), kind, overrides or None, uid)
+        vol = ingest.ingest(Path(folder), kind, overrides or None, uid, max_missing_slices)
     except HomingError as exc:
         # The sheet row too: the message says which scans.tsv column fixes it.
         raise HomingError(f"{where}: {exc}") from exc
@@ -361,11 +363,13 @@ def quantify_scan(
     where: str,
     out_tsv: Path,
     out_curves_tsv: Path | None = None,
+    ct_json: Path | None = None,
 ) -> None:
     """Per-organ table of one scan (see homing.quant.quantify.organ_table for the columns), with
-    the scan's registration QC metrics and flags on every row. The sheets are checked
-    against the header first (homing.quant.crosscheck, tolerances ``checks``);
-    ``quantification`` is the config's section of that name."""
+    the scan's registration QC metrics and flags on every row, and the flags its PET and CT
+    sidecars carry (``HomingFlags``, e.g. missing slices interpolated) as ``pet_…``/``ct_…``.
+    The sheets are checked against the header first (homing.quant.crosscheck, tolerances
+    ``checks``); ``quantification`` is the config's section of that name."""
     import pandas as pd
 
     from homing.quant import crosscheck, dynamic, quantify
@@ -400,13 +404,24 @@ def quantify_scan(
         quantify.settings_from_config(quantification, sidecar, where),
     )
     table = quantify.with_registration_qc(table, _read_json(regqc_json), _read_json(pet_to_ct_json))
-    table = quantify.with_flags(table, sheet_flags)
+    ct_sidecar = _read_json(ct_json) if ct_json else {}
+    table = quantify.with_flags(table, sheet_flags + series_flags(sidecar, ct_sidecar))
     io.write_tsv(
         quantify.with_scan_columns(table, quantify.scan_columns(sidecar, animal, scan)),
         Path(out_tsv),
     )
     if out_curves_tsv is not None:
         io.write_tsv(curves, Path(out_curves_tsv))
+
+
+def series_flags(pet_sidecar: dict, ct_sidecar: dict) -> list[str]:
+    """The scan-wide flags ingest put in the sidecars (``HomingFlags``), named by series:
+    ``pet_missing_slices_interpolated``, ``ct_slice_positions_jittered``, …"""
+    return [
+        f"{kind}_{flag}"
+        for kind, sidecar in (("pet", pet_sidecar), ("ct", ct_sidecar))
+        for flag in sidecar.get("HomingFlags", [])
+    ]
 
 
 def combine_tables(
