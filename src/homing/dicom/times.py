@@ -234,8 +234,9 @@ def _slice_indices(datasets: list[pydicom.Dataset]) -> list[int] | None:
 
     :func:`stack_volume` puts slices in ascending order of their position along the slice normal
     (IOP row x column cosines) and :func:`write_volume` writes that array as it is (only the
-    affine turns LPS into RAS), so k is the rank of the position among the distinct positions;
-    repeated positions (time frames of a dynamic series) share their k.
+    affine turns LPS into RAS), so k counts typical steps from the first position (slices
+    missing from the export, filled in the volume, keep their place); repeated positions
+    (time frames of a dynamic series) share their k.
     """
     try:
         iop = np.array([float(v) for v in datasets[0].ImageOrientationPatient])
@@ -248,7 +249,11 @@ def _slice_indices(datasets: list[pydicom.Dataset]) -> list[int] | None:
     if not np.linalg.norm(normal) > 0:
         return None
     proj = np.round(ipps @ (normal / np.linalg.norm(normal)), 3)
-    return [int(k) for k in np.searchsorted(np.unique(proj), proj)]
+    distinct = np.unique(proj)
+    if distinct.size < 2:
+        return [0] * len(proj)
+    step = float(np.median(np.diff(distinct)))  # as read.SliceGrid: gaps are whole steps
+    return [int(k) for k in np.rint((proj - distinct[0]) / step)]
 
 
 def index_runs(indices: list[int]) -> list[list[int]]:
