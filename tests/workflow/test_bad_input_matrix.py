@@ -340,7 +340,17 @@ CASES = [
         lambda s: s.set_scan(
             "emission_dicom", s.scans.loc[s.scan_line("RE01", "d1"), "emission_dicom"], "RE02", "d1"
         ),
-        (S, "row 11", "column emission_dicom", "also row 8", "its own scan folder"),
+        # Two rows naming one PET are a shared scan: each animal needs its place and its own
+        # dose, injection time and weight, and the two rows one CT.
+        (
+            S,
+            "row 11",
+            "scan_position",
+            "shares its scan with RE01/d1, RE02/d1",
+            "row 8",
+            "column ct_dicom",
+            "injected_activity_mbq",
+        ),  # fmt: skip
     ),
     Case(
         "roi_mask_missing",
@@ -381,7 +391,12 @@ CASES = [
     ),
     # --- DICOM (one scan's ingest) ---------------------------------------------------------
     Case("pet_file_truncated", _truncate_one, ("truncated", "IM_0006.dcm"), target=TARGET),
-    Case("pet_slice_missing", _drop_middle_slice, ("missing", S, "row of RE01/d1"), target=TARGET),
+    Case(
+        "pet_slice_missing",
+        _drop_middle_slice,
+        ("1 slice(s) missing", S, "row of RE01/d1", "ingest.emission_max_missing_slices"),
+        target=TARGET,
+    ),
     Case(
         "dose_missing",
         lambda s: s.broken_pet(_delete("RadionuclideTotalDose", radiopharm=True)),

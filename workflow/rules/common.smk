@@ -16,6 +16,7 @@ STUDY = load_study(config, Path(workflow.basedir) / "schemas")
 wildcard_constraints:
     animal="[A-Za-z0-9]+",
     session="[A-Za-z0-9]+",
+    scan="[A-Za-z0-9-]+",
 
 
 def scan_path(kind, suffix, animal="{animal}", session="{session}"):
@@ -23,6 +24,66 @@ def scan_path(kind, suffix, animal="{animal}", session="{session}"):
     return (
         f"results/sub-{animal}/ses-{session}/{kind}/sub-{animal}_ses-{session}_{suffix}"
     )
+
+
+def shared_path(suffix, scan="{scan}"):
+    """results/shared/<scan>/<suffix>: a shared scan's files (rules/shared.smk)."""
+    return f"results/shared/{scan}/{suffix}"
+
+
+def shared_first_row(wildcards):
+    """The first scans.tsv row of a shared scan (its DICOM folders are everyone's)."""
+    return STUDY.scan(*STUDY.shared[wildcards.scan].rows[0])
+
+
+def shared_cell(column):
+    """An input function: a shared scan's cell of ``column`` (the same in all its rows)."""
+
+    def cell(wildcards):
+        return shared_first_row(wildcards)[column]
+
+    return cell
+
+
+def shared_where(wildcards):
+    rows = STUDY.shared[wildcards.scan].rows
+    return f"{STUDY.scans_path}, rows of " + ", ".join(f"{a}/{s}" for a, s in rows)
+
+
+def shared_placements(wildcards):
+    """Each row's place in the shared scan: what the split assigns bodies by."""
+    out = []
+    for a, s in STUDY.shared[wildcards.scan].rows:
+        row = STUDY.scan(a, s)
+        place = {"animal_id": a, "session_id": s}
+        for column in ("scan_position", "scan_box_mm"):
+            value = row.get(column)
+            if value is not None and value == value and value != "":
+                place[column] = int(value) if column == "scan_position" else str(value)
+        out.append(place)
+    return out
+
+
+def ingest_inputs(kind):
+    """An input function for ingest_<kind>: the scan's DICOM folder, or, for an animal of
+    a shared scan, the image converted once, its sidecar and the split."""
+    image = {"emission": "pet", "ct": "ct"}[kind]
+
+    def inputs(wildcards):
+        scan = STUDY.shared_scan(wildcards.animal, wildcards.session)
+        if scan is None:
+            return {
+                "dicom": STUDY.scan_value(
+                    wildcards.animal, wildcards.session, f"{kind}_dicom"
+                )
+            }
+        return {
+            "image": shared_path(f"{image}.nii.gz", scan),
+            "sidecar": shared_path(f"{image}.json", scan),
+            "split": shared_path("split.json", scan),
+        }
+
+    return inputs
 
 
 def animal_path(suffix, animal="{animal}"):
@@ -178,6 +239,7 @@ def all_outputs():
             scan_path("figures", "desc-regqc_plot.png", a, s)
             for a, s in STUDY.sessions()
         ]
+        + [shared_path("split.png", name) for name in STUDY.shared]
     )
 
 

@@ -2,7 +2,9 @@
 # headroom (docs/cluster.md). Cluster jobs get exactly these.
 rule ingest_emission:
     input:
-        dicom=scan_cell("emission_dicom"),
+        # The DICOM folder, or for an animal of a shared scan the image converted once and
+        # the split (rules/shared.smk).
+        unpack(ingest_inputs("emission")),
     output:
         nii=scan_path("pet", "pet.nii.gz"),
         json=scan_path("pet", "pet.json"),
@@ -22,6 +24,7 @@ rule ingest_emission:
         overrides=lambda w: sheet_overrides(scan_row(w), animal_row(w)),
         series_uid=lambda w: series_uid(scan_row(w), "emission"),
         max_missing_slices=config["ingest"]["emission_max_missing_slices"],
+        dicom=scan_cell("emission_dicom"),
         where=SHEET_ROW,
     script:
         "../scripts/ingest.py"
@@ -29,7 +32,7 @@ rule ingest_emission:
 
 rule ingest_ct:
     input:
-        dicom=scan_cell("ct_dicom"),
+        unpack(ingest_inputs("ct")),
     output:
         nii=scan_path("anat", "ct.nii.gz"),
         json=scan_path("anat", "ct.json"),

@@ -40,12 +40,13 @@ from homing.dicom.read import (
     check_missing_slices,
     fill_missing_slices,
     read_series_on_grid,
+    time_groups,
 )
 from homing.dicom.sidecar import ct_sidecar, emission_sidecar
 from homing.dicom.times import dynamic_timing
 from homing.dicom.units import unit_factors
 
-__all__ = ["ingest", "write_volume"]
+__all__ = ["header_sidecar", "ingest", "write_volume"]
 
 #: Slices that may be missing from an export and are interpolated (config ``ingest``): a
 #: few missing CT slices only blur the anatomy the atlas is fitted to, but a missing
@@ -90,26 +91,14 @@ def ingest(
     geometry_warnings = [str(w.message) for w in caught]
     for message in geometry_warnings:
         warnings.warn(message, stacklevel=2)
-    datasets = [ds for g in groups for ds in g]
+    sidecar = _series_sidecar(kind, groups, overrides, source)
     if kind == "emission":
-        sidecar = emission_sidecar(datasets, overrides, source)
         data = data.astype(np.float32, copy=False)
         for t, group in enumerate(groups):
             factors = unit_factors(group, sidecar, source)
             if not np.all(factors == 1.0):
                 view = data if len(groups) == 1 else data[..., t]
                 view[...] = (view.astype(np.float64) * factors[None, None, :]).astype(np.float32)
-        if len(groups) > 1:
-            timing = dynamic_timing(groups, sidecar, source)
-            sidecar["Warnings"] = sidecar["Warnings"] + timing.pop("Warnings")
-            sidecar.update(timing)
-    else:
-        if len(groups) > 1:
-            raise HomingError(
-                f"{source}: CT series with {len(groups)} time frames; a dynamic CT is not "
-                "supported. Export one static CT"
-            )
-        sidecar = ct_sidecar(datasets, source)
     # After the per-slice unit factors, which belong to the slices read.
     data = fill_missing_slices(data, grid)
     sidecar["SliceGrid"] = grid.record()
@@ -124,6 +113,38 @@ def ingest(
     sidecar["ImageShape"] = [int(v) for v in data.shape]
     sidecar["NumberOfFiles"] = len(chosen.files)
     return Volume(data=data, affine=affine, sidecar=sidecar)
+
+
+def _series_sidecar(kind: str, groups: list, overrides: dict | None, source: str) -> dict:
+    """The sidecar of a series read as time-ordered ``groups`` of datasets: the emission
+    sidecar (with per-frame timing for a dynamic series) or the CT's."""
+    datasets = [ds for g in groups for ds in g]
+    if kind == "emission":
+        sidecar = emission_sidecar(datasets, overrides, source)
+        if len(groups) > 1:
+            timing = dynamic_timing(groups, sidecar, source)
+            sidecar["Warnings"] = sidecar["Warnings"] + timing.pop("Warnings")
+            sidecar.update(timing)
+        return sidecar
+    if len(groups) > 1:
+        raise HomingError(
+            f"{source}: CT series with {len(groups)} time frames; a dynamic CT is not "
+            "supported. Export one static CT"
+        )
+    return ct_sidecar(datasets, source)
+
+
+def header_sidecar(
+    folder: Path, kind: str, overrides: dict | None = None, series_uid: str | None = None
+) -> dict:
+    """The sidecar :func:`ingest` would write for the series' header and ``overrides``,
+    without the image keys (VoxelSize_mm, ImageShape, SliceGrid): for an animal cut from a
+    shared scan, whose image was converted once but whose dose, injection and weight are
+    its own."""
+    folder = Path(folder)
+    chosen = select_series(discover_series(folder), kind, folder, series_uid)
+    source = f"{folder} (series {chosen.series_uid})"
+    return _series_sidecar(kind, time_groups(chosen.datasets, source), overrides, source)
 
 
 def _missing_advice(kind: str, limit: int) -> str:

@@ -18,6 +18,7 @@ import yaml
 
 from homing import HomingError
 from homing.core.nuclides import nuclide_named
+from homing.workflow.shared_scans import shared_scan_problems, shared_scans
 
 
 def parse_roi_masks(value, where: str) -> list[tuple[str, Path]]:
@@ -288,34 +289,6 @@ def _label_matches_scans(
     return problems
 
 
-def _one_animal_per_series(scans: pd.DataFrame, scans_path: Path) -> list[str]:
-    """Two animals' rows naming the same emission series would measure one mouse twice."""
-    problems = []
-    uids = (
-        scans["emission_series_uid"].tolist()
-        if "emission_series_uid" in scans
-        else [None] * len(scans)
-    )
-    keys = {}
-    for line, folder, animal_id, uid in zip(
-        scans.index,
-        scans["emission_dicom"].tolist(),
-        scans["animal_id"].tolist(),
-        uids,
-        strict=True,
-    ):
-        named = uid if isinstance(uid, str) else None
-        key = (folder, named)
-        if key in keys and keys[key][1] != animal_id:
-            problems.append(
-                f"{scans_path}: row {line}, column emission_dicom: {folder} is "
-                f"also row {keys[key][0]}'s ({keys[key][1]}); each animal needs its own scan "
-                "folder (or name a different emission_series_uid)"
-            )
-        keys.setdefault(key, (line, animal_id))
-    return problems
-
-
 def _given(value) -> bool:
     """A sheet cell holds a value (not empty, None or NaN)."""
     return (
@@ -377,6 +350,12 @@ class Study:
         self._sessions_by_animal: dict[str, list[str]] = {}
         for animal_id, session_id in self._sessions:
             self._sessions_by_animal.setdefault(animal_id, []).append(session_id)
+        self.shared = shared_scans(self.scans)
+        self._shared_of = {key: s.name for s in self.shared.values() for key in s.rows}
+
+    def shared_scan(self, animal_id: str, session_id: str) -> str | None:
+        """The name of the shared scan this session is cut from (None: a scan of its own)."""
+        return self._shared_of.get((animal_id, session_id))
 
     def scan(self, animal_id: str, session_id: str) -> dict:
         """The scans.tsv row of one session, as a dict."""
@@ -556,7 +535,7 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
         problems += _labelling_order_problems(exvivo, animals_path)
     if not problems:
         problems += _label_matches_scans(animals, scans, animals_path, scans_path)
-    problems += _one_animal_per_series(scans, scans_path)
+    problems += shared_scan_problems(scans, animals, scans_path, animals_path)
     problems += _reference_session_problems(animals, scans, animals_path, scans_path)
     if problems:
         raise HomingError("inconsistent study sheets:\n  " + "\n  ".join(problems))
