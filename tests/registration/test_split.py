@@ -118,11 +118,21 @@ def _check_bodies(bodies, truth, voxel):
         assert b.bone_ml > 0.1
 
 
-@pytest.mark.parametrize("n", [2, 4])
-def test_side_by_side(n):
-    hu, affine, truth = hotel_ct(n, "x")
+def _check_cuts(bodies, truth):
+    """Each cut box holds its mouse and no part of any other."""
+    for b, box in zip(bodies, truth["boxes"], strict=True):
+        cut = split.cut_box_mm(b, split.CUT_MARGIN_MM, bodies)
+        assert _inside(box, cut)
+        for j, other in enumerate(truth["boxes"]):
+            assert j == b.index - 1 or not split.boxes_overlap(cut, other)
+
+
+@pytest.mark.parametrize("n, gap_mm", [(2, 5.0), (4, 5.0), (3, 3.0)])
+def test_side_by_side(n, gap_mm):
+    hu, affine, truth = hotel_ct(n, "x", gap_mm=gap_mm)
     bodies = split.find_bodies(hu, affine)
     _check_bodies(bodies, truth, 0.4)
+    _check_cuts(bodies, truth)
     xs = [b.centre_mm[0] for b in bodies]
     assert xs == sorted(xs)  # 1 = lowest RAS x
     assert split.position_axis([b.centre_mm for b in bodies]) == 0
@@ -132,6 +142,7 @@ def test_stacked():
     hu, affine, truth = hotel_ct(2, "y", block=False)
     bodies = split.find_bodies(hu, affine)
     _check_bodies(bodies, truth, 0.4)
+    _check_cuts(bodies, truth)
     assert bodies[0].centre_mm[1] < bodies[1].centre_mm[1]  # 1 = lowest RAS y
 
 
@@ -297,6 +308,17 @@ def test_cut_boxes_stop_halfway_to_neighbours():
             assert i == j or not split.boxes_overlap(a, bodies[j].box_mm)
     wide = [split.cut_box_mm(b, 4.0, []) for b in bodies]
     assert split.boxes_overlap(wide[0], wide[1])  # what the neighbours prevent
+
+
+def test_cut_boxes_of_overlapping_bodies_meet_in_the_overlap():
+    """Body boxes 1 mm into each other along x (each counts a cradle wall): the cut boxes
+    meet in the middle of the overlap and do not overlap."""
+    a = split.Body(1, (0.0, 0, 0), ((-10.0, -5, -20), (11.0, 5, 20)), 12.0, 1.0, ())
+    b = split.Body(2, (20.0, 0, 0), ((10.0, -4, -25), (30.0, 6, 20)), 12.0, 1.0, ())
+    ca, cb = split.cut_box_mm(a, 4.0, [a, b]), split.cut_box_mm(b, 4.0, [a, b])
+    assert ca[1][0] == pytest.approx(10.5) and cb[0][0] == pytest.approx(10.5)
+    assert ca[0] == pytest.approx((-14.0, -9.0, -24.0))
+    assert not split.boxes_overlap(ca, cb)
 
 
 def test_cut_volume_on_a_pet_grid():

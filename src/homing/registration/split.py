@@ -326,10 +326,11 @@ def cut_box_mm(body: Body, margin_mm: float, neighbours: list[Body]) -> Box:
     activity) enters.
 
     Against each neighbour the box is held back along the axis where the two boxes are
-    furthest apart, the same axis from either side, so two cut boxes never overlap. When
-    the two body boxes overlap on every axis (animals interleaved), the margin towards that
-    neighbour is dropped along the axis of least overlap; the bodies' own boxes still
-    overlap there (see split_scan's ``overlaps``).
+    furthest apart, at the midpoint between their facing sides — the same axis and point
+    from either side, so two cut boxes never overlap. When the two body boxes overlap on
+    every axis (a cradle wall counted with each body, animals touching), that point is
+    the middle of the overlap, inside the body's own box (split_scan lists such animals
+    under ``overlaps``).
     """
     blo, bhi = np.asarray(body.box_mm[0]), np.asarray(body.box_mm[1])
     lo, hi = blo - margin_mm, bhi + margin_mm
@@ -337,19 +338,14 @@ def cut_box_mm(body: Body, margin_mm: float, neighbours: list[Body]) -> Box:
         if other.index == body.index:
             continue
         olo, ohi = np.asarray(other.box_mm[0]), np.asarray(other.box_mm[1])
-        above = olo - bhi  # gap to a neighbour on the high side, per axis
-        below = blo - ohi
-        gap = np.maximum(above, below)
-        a = int(np.argmax(gap))
-        if gap[a] >= 0:
-            if above[a] >= below[a]:
-                hi[a] = min(hi[a], bhi[a] + above[a] / 2)
-            else:
-                lo[a] = max(lo[a], blo[a] - below[a] / 2)
-        elif other.centre_mm[a] >= body.centre_mm[a]:
-            hi[a] = min(hi[a], bhi[a])
+        above = olo - bhi  # gap to the neighbour if it lies higher, per axis (< 0: overlap)
+        below = blo - ohi  # … if it lies lower
+        a = int(np.argmax(np.maximum(above, below)))
+        # above ≥ below exactly when the neighbour's box centre is the higher one.
+        if above[a] >= below[a]:
+            hi[a] = min(hi[a], bhi[a] + above[a] / 2)
         else:
-            lo[a] = max(lo[a], blo[a])
+            lo[a] = max(lo[a], blo[a] - below[a] / 2)
     return _box(lo, hi)
 
 
@@ -405,10 +401,15 @@ def split_qc_figure(
     title: str,
     cut_boxes: dict[str, Box] | None = None,
 ) -> None:
-    """The shared CT as maximum-intensity projections (axial, and coronal or sagittal: the
-    one along the animals' row) with each body's box outlined and labelled with its
-    animal id and position, its cut box dashed; bodies no animal was given are drawn in red,
-    "unassigned". Axes in RAS mm, so scan_box_mm boxes can be read off it."""
+    """The shared CT as projections (axial, and coronal or sagittal: the one along the
+    animals' row) with each body's box outlined and labelled with its animal id and
+    position, its cut box dashed; bodies no animal was given are drawn in red,
+    "unassigned". Axes in RAS mm, so scan_box_mm boxes can be read off it.
+
+    The projections are mean attenuation along the view (air 0, water 1), not maxima: a
+    mouse (≈ 20 mm of tissue) then stands out from the cradle and lines (≈ 1 mm of
+    polymer) that a maximum projection shows as bright as soft tissue over the whole bed.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -418,10 +419,11 @@ def split_qc_figure(
     from homing.report.figures import save_figure
 
     sub, aff = strided(hu, affine, search_steps(affine, QC_MM))
+    att = np.clip(sub + 1000.0, 0.0, 3000.0, out=sub) / 1000.0
     ornt = nib.orientations.io_orientation(aff)
-    ras = nib.orientations.apply_orientation(sub, ornt)
-    aff = aff @ nib.orientations.inv_ornt_aff(ornt, sub.shape)
-    del sub
+    ras = nib.orientations.apply_orientation(att, ornt)
+    aff = aff @ nib.orientations.inv_ornt_aff(ornt, att.shape)
+    del sub, att
     step = np.linalg.norm(aff[:3, :3], axis=0)
     origin = aff[:3, 3]
     ext = [(origin[a] - step[a] / 2, origin[a] + (ras.shape[a] - 0.5) * step[a]) for a in range(3)]
@@ -431,17 +433,19 @@ def split_qc_figure(
     owner = {b.index: a for a, b in assignment.items()}
     colours = plt.get_cmap("tab10")
     widths = [ext[h][1] - ext[h][0] for _, _, (h, _) in views]
+    height = max(ext[v][1] - ext[v][0] for _, _, (_, v) in views)
+    fig_h = float(np.clip(12.0 * height / sum(widths), 2.5, 8.0)) + 1.2
     fig, axes = plt.subplots(
-        1, len(views), figsize=(12, 6), gridspec_kw={"width_ratios": widths}, squeeze=False
+        1, len(views), figsize=(12, fig_h), gridspec_kw={"width_ratios": widths}, squeeze=False
     )
     for ax, (name, proj, (h, v)) in zip(axes[0], views, strict=True):
-        mip = ras.max(axis=proj)  # axes (h, v) in order
+        img = ras.mean(axis=proj)  # axes (h, v) in order
         ax.imshow(
-            mip.T,
+            img.T,
             cmap="gray",
             origin="lower",
-            vmin=-1000,
-            vmax=1000,
+            vmin=0.0,
+            vmax=max(float(np.percentile(img, 99.5)), 1e-3),
             extent=(*ext[h], *ext[v]),
             interpolation="nearest",
         )
@@ -460,9 +464,9 @@ def split_qc_figure(
                 fontsize=8,
                 va="bottom",
                 ha="left",
-                bbox=dict(facecolor="black", alpha=0.5, pad=1, lw=0),
+                bbox=dict(facecolor="white", alpha=0.7, pad=1, lw=0),
             )
-        ax.set_title(f"{name} MIP", fontsize=9)
+        ax.set_title(f"{name} (mean projection)", fontsize=9)
         ax.set_xlabel(f"{_AXES[h]} (RAS mm)", fontsize=8)
         ax.set_ylabel(f"{_AXES[v]} (RAS mm)", fontsize=8)
         ax.tick_params(labelsize=7)
