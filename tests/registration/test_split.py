@@ -358,9 +358,12 @@ def test_cut_volume_on_a_pet_grid():
 
 def test_split_scan_record_and_qc(tmp_path):
     hu, affine, truth = hotel_ct(4, "x", flip=(0,))
+    hu = hu.astype(np.float32)  # as homing.dicom.read gives a CT
+    before = hu.copy()
     rows = [{"animal_id": f"M{k}", "scan_position": 5 - k} for k in range(1, 5)]
     png = tmp_path / "qc" / "hotel.png"
     rec = split.split_scan(hu, affine, rows, "ses-d0", png)
+    assert np.array_equal(hu, before)  # the caller's CT is left alone
     json.dumps(rec)  # JSON-able
     assert png.stat().st_size > 10_000
     assert rec["scan"]["n_bodies"] == 4 and rec["scan"]["position_axis"] == "x"
