@@ -123,9 +123,9 @@ def body_mask(
     The largest of the CT's :func:`thick_parts` that looks like a body (holds bone, is not
     mostly metal; the largest part at all when none does): threshold, morphological
     opening to drop thin shells and tubes, reconstruction of the outline, holes (lungs, gut
-    gas) filled. The same parts :func:`homing.registration.split.find_bodies` finds in a
-    shared scan. ``voxel_mm`` is the (largest) voxel edge in mm; ``opening_mm`` the opening
-    radius.
+    gas) filled: the code :func:`homing.registration.split.find_bodies` finds the animals
+    of a shared scan with. ``voxel_mm`` is the (largest) voxel edge in mm; ``opening_mm``
+    the opening radius.
     """
     hu = np.asarray(hu)
     out = np.zeros(hu.shape, dtype=bool)
