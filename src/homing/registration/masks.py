@@ -6,6 +6,8 @@ which the warped atlas is compared.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
 
@@ -33,28 +35,107 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == int(np.argmax(sizes))
 
 
+#: A body, as opposed to a holder part, holds at least this much bone (mL above
+#: BONE_THRESHOLD_HU; a mouse's skeleton reads ≈ 0.5–2 mL) and is at most this fraction bone
+#: (a metal part is bone-bright throughout). A cradle or a nose cone of plastic has none.
+MIN_BONE_ML = 0.02
+MAX_BONE_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Part:
+    """One thick part of a CT (see :func:`thick_parts`), on the grid it was found on.
+
+    ``box``: voxel slices holding it; ``mask``: the part within ``box`` (holes filled, so
+    aerated lung and gut gas are inside); ``voxels`` and ``bone_voxels``: its size and how
+    many of its voxels read above BONE_THRESHOLD_HU.
+    """
+
+    box: tuple[slice, ...]
+    mask: np.ndarray
+    voxels: int
+    bone_voxels: int
+
+    def looks_like_body(self, voxel_ml: float) -> bool:
+        """True for an animal: some bone (≥ MIN_BONE_ML mL), not mostly bone (metal)."""
+        return (
+            self.bone_voxels * voxel_ml >= MIN_BONE_ML
+            and self.bone_voxels <= MAX_BONE_FRACTION * self.voxels
+        )
+
+
+def thick_parts(
+    hu: np.ndarray,
+    voxel_mm: float,
+    threshold_hu: float = BODY_THRESHOLD_HU,
+    opening_mm: float = 0.8,
+    min_fraction: float = 0.0,
+    min_voxels: int = 1,
+) -> list[Part]:
+    """The parts of a CT (HU) thicker than about ``2 * opening_mm`` mm, largest first.
+
+    Everything above ``threshold_hu`` is opened with a ball of radius ``opening_mm``
+    (mm): shells, tubes and plates thinner than the ball's diameter — a bed or cradle
+    (≈ 1 mm polymer), catheter and anaesthesia lines — vanish, and so do the contacts
+    they made between bodies and holder parts; animals (≥ 10 mm across) survive. Each
+    26-connected component left (opened size ≥ ``min_voxels`` and ≥ ``min_fraction`` of
+    the largest) is grown back by the ball's radius within the threshold
+    (:func:`_reconstruct`: the outline, tail and paws the opening shaved off, not the
+    cradle further away than that) and its holes are filled. ``voxel_mm`` is the (largest)
+    voxel edge in mm.
+    """
+    mask = np.asarray(hu) > threshold_hu
+    radius = int(np.floor(opening_mm / float(voxel_mm) + 0.5))  # halves round up
+    opened = ndimage.binary_opening(mask, structure=ball(radius)) if radius >= 1 else mask
+    lab, n = ndimage.label(opened, structure=np.ones((3, 3, 3), bool))
+    del opened
+    if n == 0:
+        return []
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    keep = max(int(min_voxels), int(np.ceil(min_fraction * sizes.max())), 1)
+    parts = []
+    for k, box in enumerate(ndimage.find_objects(lab), start=1):
+        if box is None or sizes[k] < keep:
+            continue
+        # The box grown by the radius (and one voxel of air, for the hole filling).
+        box = tuple(
+            slice(max(s.start - radius - 1, 0), min(s.stop + radius + 1, n_ax))
+            for s, n_ax in zip(box, mask.shape, strict=True)
+        )
+        core = lab[box] == k
+        part = _reconstruct(core, mask[box], radius) if radius >= 1 else core
+        part = ndimage.binary_fill_holes(part)
+        sub = part.nonzero()
+        bone = int(np.count_nonzero(np.asarray(hu[box])[sub] > BONE_THRESHOLD_HU))
+        parts.append(Part(box, part, int(part.sum()), bone))
+    return sorted(parts, key=lambda p: -p.voxels)
+
+
 def body_mask(
     hu: np.ndarray,
     voxel_mm: float,
     threshold_hu: float = BODY_THRESHOLD_HU,
     opening_mm: float = 0.8,
 ) -> np.ndarray:
-    """The animal's body in a CT (HU): threshold, morphological opening to cut thin bed or
-    cradle contacts, the largest component, then holes filled (lungs, gut gas).
+    """The animal's body in a CT (HU), without bed, cradle, lines or holder parts.
 
-    ``voxel_mm`` is the (largest) voxel edge in mm; ``opening_mm`` the opening radius.
+    The largest of the CT's :func:`thick_parts` that looks like a body (holds bone, is not
+    mostly metal; the largest part at all when none does): threshold, morphological
+    opening to drop thin shells and tubes, reconstruction of the outline, holes (lungs, gut
+    gas) filled: the code :func:`homing.registration.split.find_bodies` finds the animals
+    of a shared scan with. ``voxel_mm`` is the (largest) voxel edge in mm; ``opening_mm``
+    the opening radius.
     """
-    mask = np.asarray(hu) > threshold_hu
-    radius = int(round(opening_mm / float(voxel_mm)))
-    if radius >= 1:
-        opened = ndimage.binary_opening(mask, structure=ball(radius))
-        # Opening also erodes fine body parts (tail, paws); keep what it removed only where
-        # it touches the kept body, by reconstructing within the original threshold.
-        core = largest_component(opened)
-        mask = _reconstruct(core, mask, radius)
-    else:
-        mask = largest_component(mask)
-    return ndimage.binary_fill_holes(mask)
+    hu = np.asarray(hu)
+    out = np.zeros(hu.shape, dtype=bool)
+    parts = thick_parts(hu, voxel_mm, threshold_hu, opening_mm, min_fraction=0.05)
+    if not parts:
+        return out
+    voxel_ml = float(voxel_mm) ** 3 / 1000.0
+    best = next((p for p in parts if p.looks_like_body(voxel_ml)), parts[0])
+    out[best.box] = best.mask
+    return out
 
 
 def bone_mask(hu: np.ndarray, body: np.ndarray, threshold_hu: float = BONE_THRESHOLD_HU):
