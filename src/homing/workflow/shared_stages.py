@@ -5,6 +5,7 @@ says which sheet rows share a scan; homing.registration.split does the image wor
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -40,12 +41,16 @@ def split_shared_scan(
     from homing.registration import split
 
     img = nib.load(str(ct_nii))
-    hu = np.asarray(img.dataobj, dtype=np.float32)
+    out_png, failed_png = Path(out_png), Path(failed_png)
     try:
-        record = split.split_scan(hu, img.affine, rows, scan_name, qc_png=failed_png)
+        record = split.split_scan(img.dataobj, img.affine, rows, scan_name, qc_png=out_png)
     except HomingError as exc:
-        raise HomingError(f"shared scan {scan_name} ({ct_nii}): {exc}") from exc
-    split.split_qc_figure_from_record(hu, img.affine, record, Path(out_png), scan_name)
+        # Snakemake removes a failed job's outputs: the figure of what was found goes to
+        # the log folder, where the user is sent to look.
+        failed_png.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(out_png, failed_png)
+        message = str(exc).replace(str(out_png), str(failed_png))
+        raise HomingError(f"shared scan {scan_name} ({ct_nii}): {message}") from exc
     io.write_json(record, Path(out_json))
 
 
@@ -69,7 +74,7 @@ def _cut(image_nii: Path, box_mm, sidecar: dict, split_json: Path, animal: dict)
         "Scan": Path(split_json).parent.name,
         "Position": animal.get("position"),
         "CutBoxMm": animal["cut_box_mm"],
-        "BodyBoxMm": animal.get("body_box_mm"),
+        "BodyBoxMm": animal.get("box_mm"),
         "CutVoxels": [[s.start, s.stop] for s in slices],
         "SharedImageShape": list(img.shape),
     }
