@@ -230,6 +230,10 @@ def test_head_feet_error_is_written_and_recorded(hotel_studies):
     truth = _tsv(study / "truth" / "scans.tsv")
     row = truth[(truth.animal_id == "HA01") & (truth.session_id == "d7")].iloc[0]
     assert (row.patient_position_true, row.patient_position_written) == ("HFS", "FFS")
+    # Numbered along x as written, where the header turned x around.
+    rows = truth[truth.session_id == "d7"].set_index("animal_id")
+    assert list(rows.loc[PAIR, "scan_position"]) == [2, 1]
+    assert list(rows.loc[PAIR, "scan_position_true"]) == [1, 2]
     labels, lab_aff = _labels(study, "HA01", "d7")
     # Read as written, the animal is upside down: its head toward -z.
     turned = np.flip(ct, (0, 2))

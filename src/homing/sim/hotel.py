@@ -251,9 +251,20 @@ def _write_truth(m: Member, anatomy, grid, tmp, parts_rel: str) -> None:
     (truth_dir / "transforms.json").write_text(json.dumps(doc, indent=2))
 
 
+def hotel_members(hotel: dict, animal_id: str) -> list[str]:
+    """The group ``animal_id`` is scanned with."""
+    return next(g for g in hotel["groups"] if animal_id in g)
+
+
 def _rows(m: Member, grid, hotel, plan: ExportPlan, folder_rel: str) -> tuple:
     """(truth organ rows, scans.tsv row, truth scan row) of one member."""
     ctx, inj = m.ctx, m.inj
+    # The sheet numbers the animals in the geometry as written (what the workflow reads): a
+    # head-feet header error turns x around (dicom_quirks.HEAD_FEET_SWAP), so side by side
+    # the order reverses. truth keeps the true order too.
+    axis = LAYOUT_AXIS[hotel["layout"]]
+    flipped = plan.header_error[axis, axis] < 0
+    position = len(hotel_members(hotel, ctx.animal_id)) + 1 - m.position if flipped else m.position
     sheet = scan_sheet_row(ctx, inj)
     sheet.update(
         injected_activity_mbq=round(inj.dose_bq / 1e6, 6),
@@ -261,13 +272,14 @@ def _rows(m: Member, grid, hotel, plan: ExportPlan, folder_rel: str) -> tuple:
         body_weight_g=ctx.weight_g,
         emission_dicom=f"{folder_rel}/pet",
         ct_dicom=f"{folder_rel}/ct",
-        scan_position=m.position,
+        scan_position=position,
     )
     truth = scan_truth_row(ctx, inj, m.geo, m.activity)
     truth.update(
         hotel_dicom=folder_rel,
         hotel_layout=hotel["layout"],
-        scan_position=m.position,
+        scan_position=position,
+        scan_position_true=m.position,
         hotel_box_mm=json.dumps(_box_mm(m, grid)),
         hotel_shift_mm=json.dumps(m.shift_mm.round(6).tolist()),
         **plan.truth(),
