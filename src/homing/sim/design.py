@@ -18,6 +18,7 @@ from homing import HomingError
 from homing.core.nuclides import nuclide_named
 from homing.registration.atlas import ORGANS, Organ
 from homing.sim import kinetics
+from homing.sim.hotel_design import HOTEL_DEFAULTS, hotel_problems
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "design.schema.yaml"
 #: Example designs shipped with the repository (resources/designs/*.yaml).
@@ -269,7 +270,10 @@ def resolve_design(design: dict, source: str = "design") -> dict:
         cohort["dicom"] = cohort_dicom
         for session in cohort["sessions"]:
             session["dicom"] = {**cohort_dicom, **session.get("dicom", {})}
+    if "hotel" in d:
+        d["hotel"] = {**HOTEL_DEFAULTS, **d["hotel"]}
     problems = _semantic_problems(d)
+    problems += hotel_problems(d, [(a.animal_id, a.cohort) for a in animal_plan(d)])
     if problems:
         raise HomingError(
             "invalid study design:\n  " + "\n  ".join(f"{source}: {p}" for p in problems)

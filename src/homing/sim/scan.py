@@ -33,13 +33,8 @@ from homing.sim.design import (
     SimAnimal,
     parse_time,
 )
-from homing.sim.dicomwrite import (
-    PetMeta,
-    SeriesMeta,
-    make_uid,
-    write_ct_series,
-    write_pet_series,
-)
+from homing.sim.dicom_quirks import POSITION_FLIPS, ExportPlan, export_plan, write_ct, write_pet
+from homing.sim.dicomwrite import PetMeta, SeriesMeta, make_uid
 
 
 @dataclass
@@ -204,11 +199,9 @@ def pet_values(counts: np.ndarray, per_bq_ml: float, dicom: dict, decay_start: f
 
 
 def position_flips(position: str) -> tuple[int, ...]:
-    """Voxel axes to flip so the stored image runs as a scanner stores ``position``."""
-    # RAS-aligned voxel axes are what a head-first prone scan stores (rows toward the
-    # animal's right, columns toward its back); feet-first prone runs rows and slices the
-    # other way (DICOM ImageOrientationPatient 1\0\0\0\-1\0).
-    return {"HFP": (), "FFP": (0, 2)}[position]
+    """Voxel axes to flip so the stored image runs as a scanner stores ``position``
+    (:data:`homing.sim.dicom_quirks.POSITION_FLIPS`)."""
+    return POSITION_FLIPS[position]
 
 
 def session_injection(ctx: ScanContext, rng: np.random.Generator) -> Injection:
@@ -365,10 +358,11 @@ def realisation_activity(
     return dataclasses.replace(activity, values=values, per_count=per_count)
 
 
-def _series_meta(
-    ctx: ScanContext, frame_uid: str, kind: str, description: str, number: int
+def series_meta(
+    ctx: ScanContext, frame_uid: str, kind: str, description: str, number: int, position: str
 ) -> SeriesMeta:
-    """The identity of the scan's CT (``kind`` "ct") or PET ("pet") series."""
+    """The identity of the scan's CT (``kind`` "ct") or PET ("pet") series; ``position``: the
+    PatientPosition written."""
     dicom, session = ctx.session["dicom"], ctx.session
     return SeriesMeta(
         patient_id=ctx.animal_id,
@@ -377,7 +371,7 @@ def _series_meta(
         patient_sex=ctx.cohort["sex"],
         study_uid=make_uid(ctx.study_uid, ctx.animal_id, session["id"]),
         series_datetime=parse_time(session["scan_start"]),
-        patient_position=dicom["patient_position"],
+        patient_position=position,
         frame_of_reference_uid=frame_uid,
         series_uid=make_uid(frame_uid, kind, session["id"])
         if kind == "pet"
@@ -393,8 +387,9 @@ def write_session_dicom(
     geo: SessionGeometry,
     images: SessionImages,
     activity: SessionActivity,
-) -> None:
-    """The scan's CT and PET series, as the design's scanner writes them."""
+) -> ExportPlan:
+    """The scan's CT and PET series, as the design's scanner writes them (quirks included);
+    returns how they were exported."""
     dicom = ctx.session["dicom"]
     out = ctx.tmp / "dicom" / ctx.sub
     flips = position_flips(dicom["patient_position"])
@@ -407,30 +402,44 @@ def write_session_dicom(
         images.ct_flipped = phantom.flip_axes(images.ct_hu, images.ct_grid.affine, flips)
         images.ct_hu = None  # a full-size CT can be hundreds of MB: keep only the flipped one
     ct_data, ct_aff = images.ct_flipped
-    write_ct_series(
+    plan = export_plan(
+        dicom, ctx.design["seed"], ctx.plan.twin_id, ctx.session["id"], ct_data.shape[2],
+        activity.values.shape[2],
+    )  # fmt: skip
+    pos = plan.written_position
+    write_ct(
         out / "ct",
         ct_data,
         ct_aff,
-        _series_meta(ctx, ct_frame, "ct", f"microCT {ct_voxel:g} mm", 1),
+        series_meta(ctx, ct_frame, "ct", f"microCT {ct_voxel:g} mm", 1, pos),
+        plan,
     )
     pet_data, pet_aff = phantom.flip_axes(activity.values, images.pet_grid.affine, flips)
-    write_pet_series(
+    write_pet(
         out / "pet",
         pet_data,
         pet_aff,
-        _series_meta(ctx, pet_frame, "pet", f"PET {inj.nuclide.name} static", 2),
-        PetMeta(
-            radiopharmaceutical=inj.tracer_name,
-            nuclide=inj.nuclide.name,
-            injected_activity_bq=inj.dose_bq,
-            injection_datetime=inj.datetime,
-            frame_duration_s=float(ctx.cohort["frame_duration_s"]),
-            decay_correction=dicom["decay_correction"],
-            units=dicom["units"],
-            injection_tags=dicom["injection_time_tags"],
-            philips_activity_scale_bq_per_ml=activity.per_count,
-            enhanced=dicom["pet_format"] == "enhanced",
-        ),
+        series_meta(ctx, pet_frame, "pet", f"PET {inj.nuclide.name} static", 2, pos),
+        pet_meta(ctx, inj, activity),
+        plan,
+    )
+    return plan
+
+
+def pet_meta(ctx: ScanContext, inj: Injection, activity: SessionActivity) -> PetMeta:
+    """The emission fields of the scan's PET series (``inj``: the injection written)."""
+    dicom = ctx.session["dicom"]
+    return PetMeta(
+        radiopharmaceutical=inj.tracer_name,
+        nuclide=inj.nuclide.name,
+        injected_activity_bq=inj.dose_bq,
+        injection_datetime=inj.datetime,
+        frame_duration_s=float(ctx.cohort["frame_duration_s"]),
+        decay_correction=dicom["decay_correction"],
+        units=dicom["units"],
+        injection_tags=dicom["injection_time_tags"],
+        philips_activity_scale_bq_per_ml=activity.per_count,
+        enhanced=dicom["pet_format"] == "enhanced",
     )
 
 

@@ -39,11 +39,10 @@ import yaml
 
 from homing.core import io
 from homing.registration.atlas import canonical_labels, decode_digimouse_json
-from homing.sim import phantom
+from homing.sim.anatomy import animal_anatomy
 from homing.sim.biology import AnimalBiology, animal_rng, infused_activity_bq
 from homing.sim.design import (
     ANATOMY_DEFAULTS,
-    ANIMAL_VOXEL_MM,
     BED_HU,
     BED_THICKNESS_MM,
     BED_WIDTH_MM,
@@ -58,12 +57,16 @@ from homing.sim.design import (
     TUMOUR,
     DesignLoader,
     animal_ids,
+    animal_plan,
     design_path,
     load_design,
     resolve_design,
     twin_groups,
 )
+from homing.sim.dicom_quirks import has_quirks
 from homing.sim.dicomwrite import make_uid
+from homing.sim.hotel import simulate_hotel
+from homing.sim.hotel_design import group_of
 from homing.sim.scan import (
     AnimalAnatomy,
     ScanContext,
@@ -138,12 +141,23 @@ def simulate(
     body_centre = (atlas_aff @ np.append(np.argwhere(atlas_labels > 0).mean(axis=0), 1.0))[:3]
 
     with io.atomic_dir(outdir) as tmp:
+        grouped = group_of(design)
+        atlas = (atlas_labels, atlas_aff, body_centre, tmp)
         todo = [
-            (design, index, only_animals, atlas_labels, atlas_aff, body_centre, tmp)
+            (_simulate_twin, (design, index, only_animals, *atlas))
             for index, group in enumerate(twin_groups(design))
-            if only_animals is None or any(a.animal_id in only_animals for a in group)
+            if group[0].twin_id not in grouped
+            and (only_animals is None or any(a.animal_id in only_animals for a in group))
         ]
-        _write_tables(_run_animals(todo, jobs), tmp)
+        # A hotel group is written whole when any of its animals is wanted.
+        todo += [
+            (simulate_hotel, (design, ids, *atlas))
+            for ids in {tuple(g): None for g in grouped.values()}
+            if only_animals is None or set(ids) & set(only_animals)
+        ]
+        order = {a.animal_id: n for n, a in enumerate(animal_plan(design))}
+        results = sorted(_run_animals(todo, jobs), key=lambda r: order[r[0]["animal_id"]])
+        _write_tables(results, tmp)
         (tmp / "design.yaml").write_text(
             f"# The design as simulated by `homing simulate` (defaults filled in, seed {seed}).\n"
             + yaml.safe_dump(design, sort_keys=False)
@@ -156,17 +170,24 @@ def simulate(
     }
 
 
+def _run_job(job: tuple) -> list[tuple]:
+    """One job of :func:`_run_animals`: (function, its arguments)."""
+    fn, args = job
+    return fn(*args)
+
+
 def _run_animals(todo: list[tuple], jobs: int | None) -> list[tuple]:
-    """:func:`_simulate_twin` for each argument tuple of ``todo``, in order, in up to
-    ``jobs`` processes (default: the CPUs available)."""
+    """Each job of ``todo`` (:func:`_simulate_twin` or :func:`homing.sim.hotel.simulate_hotel`
+    with its arguments), in order, in up to ``jobs`` processes (default: the CPUs
+    available); their results (one tuple per animal) concatenated."""
     # Animals are independent (own random streams), so they run in parallel processes and
     # the result does not depend on how many.
     jobs = max(1, min(jobs or len(os.sched_getaffinity(0)), len(todo)))
     if jobs == 1:
-        return [r for args in todo for r in _simulate_twin(*args)]
+        return [r for job in todo for r in _run_job(job)]
     # fork: the workers inherit the loaded atlas and modules; no re-import per worker.
     with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
-        return [r for rs in pool.map(_simulate_twin, *zip(*todo, strict=True)) for r in rs]
+        return [r for rs in pool.map(_run_job, todo) for r in rs]
 
 
 def _write_tables(results: list[tuple], tmp: Path) -> None:
@@ -183,37 +204,6 @@ def _write_tables(results: list[tuple], tmp: Path) -> None:
     write_tsv(pd.DataFrame(scan_truth_rows), tmp / "truth" / "scans.tsv")
 
 
-def _animal_anatomy(
-    design: dict,
-    atlas_labels: np.ndarray,
-    atlas_aff: np.ndarray,
-    body_centre: np.ndarray,
-    rng: np.random.Generator,
-) -> tuple[AnimalAnatomy, float]:
-    """The animal's own anatomy (the atlas scaled about its body centre, warped on the
-    ANIMAL_VOXEL_MM grid, with the design's tumour) and its body weight (g)."""
-    anat = design["anatomy"]
-    scale = 1.0 + rng.uniform(-anat["scale_range"], anat["scale_range"], size=3)
-    # Drawn between the scale and the warp: the order of draws fixes every animal.
-    weight_g = round(float(anat["base_weight_g"] * np.prod(scale) * rng.normal(1, 0.03)), 1)
-    animal_from_atlas = phantom.scale_about(body_centre, scale)
-    labels_a, aff_a = phantom.deform_labels(
-        atlas_labels,
-        atlas_aff,
-        animal_from_atlas,
-        rng,
-        anat["deformation_mm"],
-        anat["deformation_smoothness_mm"],
-        ANIMAL_VOXEL_MM,
-        anat["margin_mm"] + 4.0,
-    )
-    if "tumour" in anat:
-        t = anat["tumour"]
-        labels_a = phantom.add_tumour(labels_a, aff_a, t["site"], t["radii_mm"], TUMOUR.label)
-    centre_a = (aff_a @ np.append(np.argwhere(labels_a > 0).mean(axis=0), 1.0))[:3]
-    return AnimalAnatomy(labels_a, aff_a, centre_a, animal_from_atlas), weight_g
-
-
 def _simulate_twin(design, index, wanted, atlas_labels, atlas_aff, body_centre, tmp):
     """Animal ``index`` of :func:`twin_groups` with its noise realisations (those in
     ``wanted``, or all): anatomy, biology and every session written under ``tmp``, the shared
@@ -223,7 +213,9 @@ def _simulate_twin(design, index, wanted, atlas_labels, atlas_aff, body_centre, 
     cohort = group[0].cohort
     # Keyed by the twin: a noise realisation is the same animal (see SimAnimal).
     rng = animal_rng(design["seed"], group[0].twin_id)
-    anatomy, weight_g = _animal_anatomy(design, atlas_labels, atlas_aff, body_centre, rng)
+    anatomy, weight_g = animal_anatomy(
+        design, group[0].twin_id, atlas_labels, atlas_aff, body_centre, rng
+    )
     biology = AnimalBiology(cohort, rng)
     study_uid = make_uid("homing-simulate", design["name"], str(design["seed"]))
     out = {a.animal_id: (animal_row(cohort, a.animal_id, weight_g), [], [], []) for a in group}
@@ -259,12 +251,11 @@ def simulate_session(
     results = []
     for ctx in contexts:
         activity = twin if ctx.plan.realisation == 1 else realisation_activity(ctx, inj, twin)
-        write_session_dicom(ctx, inj, geo, images, activity)
+        export = write_session_dicom(ctx, inj, geo, images, activity)
         write_truth_files(ctx, anatomy, geo, images)
-        rows = (
-            organ_truth_rows(ctx, inj, activity),
-            scan_sheet_row(ctx, inj),
-            scan_truth_row(ctx, inj, geo, activity),
-        )
+        truth_row = scan_truth_row(ctx, inj, geo, activity)
+        if has_quirks(ctx.session["dicom"]):
+            truth_row.update(export.truth())
+        rows = (organ_truth_rows(ctx, inj, activity), scan_sheet_row(ctx, inj), truth_row)
         results.append((ctx, rows))
     return results
