@@ -3,9 +3,9 @@
     python bench/bench_hotel.py [--out /tmp/homing-bench-hotel] [--cores 2] [--design hotel]
 
 Simulates the design twice: as written (2- and 4-animal scans on a cradle, with lines,
-holder parts, limb and tail poses, missing CT slices and position jitter) and with its
-``hotel`` key removed, which writes the very same animals (anatomy, activity, PET noise)
-each in a scan of its own. Runs the workflow on both, then prints:
+holder parts, limb and tail poses, missing CT slices and position jitter) and with
+``hotel.alone: true``, which writes the very same animals (anatomy, pose, activity, PET
+noise) each in a scan of its own. Runs the workflow on both, then prints:
 
 * per animal and organ, the Dice of the workflow's organ labels against the simulator's
   truth on the animal's cut CT (targets: ≥ 0.90 liver, lungs, heart, kidneys, skeleton;
@@ -33,12 +33,12 @@ IDS = {"animal_id": str, "session_id": str}
 
 
 def simulate_both(design_name: str, out: Path, atlas: str) -> tuple[Path, Path]:
-    """The design as written and without ``hotel`` (the same animals alone)."""
+    """The design as written and with ``hotel.alone`` (the same animals alone)."""
     from homing.sim import simulate
 
     design = simulate.load_design(simulate.design_path(design_name))
     alone = copy.deepcopy(design)
-    alone.pop("hotel")
+    alone["hotel"]["alone"] = True
     studies = (out / "hotel_study", out / "alone_study")
     for spec, study in zip((design, alone), studies, strict=True):
         if not (study / "config.yaml").is_file():
@@ -109,7 +109,7 @@ def main() -> None:
     args = ap.parse_args()
     hotel_study, alone_study = simulate_both(args.design, args.out, args.atlas)
     works = {"hotel": args.out / "hotel_work", "alone": args.out / "alone_work"}
-    for (name, work), study in zip(works.items(), (hotel_study, alone_study), strict=True):
+    for work, study in zip(works.values(), (hotel_study, alone_study), strict=True):
         work.mkdir(parents=True, exist_ok=True)
         run_workflow(work, study / "config.yaml", "all", args.cores)
 
