@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 from pathlib import Path
 
 import nibabel as nib
@@ -47,10 +46,22 @@ def simulate_both(design_name: str, out: Path, atlas: str) -> tuple[Path, Path]:
     return studies
 
 
+def on_grid(truth_nii: Path, reference) -> np.ndarray:
+    """The truth labels (nearest neighbour) on ``reference``'s grid, through both affines: a
+    hotel animal's truth lies on the simulator's shared grid, which the ingested, cut CT
+    may store with its axes flipped (feet first, supine)."""
+    from scipy import ndimage
+
+    truth = nib.load(str(truth_nii))
+    ref_to_truth = np.linalg.inv(truth.affine) @ reference.affine
+    return ndimage.affine_transform(
+        np.asarray(truth.dataobj), ref_to_truth[:3, :3], ref_to_truth[:3, 3],
+        output_shape=reference.shape[:3], order=0, mode="constant", cval=0,
+    )  # fmt: skip
+
+
 def organ_dice(work: Path, study: Path) -> pd.DataFrame:
-    """Dice of the workflow's CT-grid labels with the truth, per animal, session and organ.
-    A hotel animal's truth lies on the shared CT grid: its cut (the CT sidecar's
-    SharedScan.CutVoxels) is the animal's CT grid."""
+    """Dice of the workflow's CT-grid labels with the truth, per animal, session and organ."""
     from homing.registration import atlas
     from homing.registration.qc import dice
 
@@ -59,11 +70,9 @@ def organ_dice(work: Path, study: Path) -> pd.DataFrame:
     rows = []
     for a, s in zip(scans.animal_id, scans.session_id, strict=True):
         base = work / f"results/sub-{a}/ses-{s}/anat/sub-{a}_ses-{s}"
-        est = np.asarray(nib.load(f"{base}_space-ct_dseg.nii.gz").dataobj)
-        truth = np.asarray(nib.load(study / f"truth/sub-{a}/ses-{s}/labels_ct.nii.gz").dataobj)
-        cut = json.loads(Path(f"{base}_ct.json").read_text()).get("SharedScan")
-        if cut:
-            truth = truth[tuple(slice(lo, hi) for lo, hi in cut["CutVoxels"])]
+        labels = nib.load(f"{base}_space-ct_dseg.nii.gz")
+        est = np.asarray(labels.dataobj)
+        truth = on_grid(study / f"truth/sub-{a}/ses-{s}/labels_ct.nii.gz", labels)
         rows += [
             {
                 "animal_id": a,
