@@ -10,7 +10,7 @@ from pathlib import Path
 from homing import HomingError
 from homing.core import io
 from homing.registration.ants import load_ants, set_threads
-from homing.registration.images import working_image
+from homing.registration.images import trunk_mask, working_image
 
 #: Iterations per level (shrink 4, 2, 1 of the working grid) of ANTsPy's presets, used when
 #: ``ct_to_atlas_transform`` is not SyN (SyN runs CT_STAGES below).
@@ -108,20 +108,24 @@ def register_ct_to_atlas(
     random_seed: int,
     threads: int,
     stages: tuple[dict, ...] = CT_STAGES,
+    mask_limbs: bool = False,
 ) -> list[Path]:
     """Register the atlas template (moving) to a CT (fixed) at ``working_voxel_mm`` (mm).
 
     Both images are first reduced to the body (``working_image``). ``transform`` "SyN" runs
     ``stages`` (CT_STAGES: affine, SyN, a short SyN at the working grid itself); SyNRA,
     SyNQuick and Affine are ANTsPy's presets. Writes the affine (.mat) and, for SyN
-    variants, the warp field (.nii.gz). Returns the transform list in the order
+    variants, the warp field (.nii.gz). ``mask_limbs``: both images' distal limbs and tail
+    (images.trunk_mask) are left out of the metric of every stage whose dict has
+    ``"mask": True`` (``transform`` "SyN" only). Returns the transform list in the order
     ``apply_transforms`` takes it (atlas → CT resampling).
     """
     ants, fixed, moving = _working_pair(ct_path, template_path, working_voxel_mm, threads)
+    pair_masks = (trunk_mask(fixed), trunk_mask(moving)) if mask_limbs else None
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
         prefix = str(Path(tmp) / "atlas_to_ct_")
         if transform == "SyN":
-            fwd = _run_stages(fixed, moving, stages, prefix, random_seed)
+            fwd = _run_stages(fixed, moving, stages, prefix, random_seed, pair_masks)
         else:
             reg = ants.registration(
                 fixed=fixed,
@@ -136,10 +140,12 @@ def register_ct_to_atlas(
         return _keep_transforms(fwd, Path(out_affine), out_warp)
 
 
-def _run_stages(fixed, moving, stages, prefix: str, random_seed: int) -> list[str]:
+def _run_stages(fixed, moving, stages, prefix: str, random_seed: int, pair_masks=None) -> list[str]:
     """antsRegistration with explicit ``stages`` (dicts as CT_STAGES), started from the
     images' centres of mass, transforms collapsed to one affine and at most one warp.
-    Returns the written transforms in ``apply_transforms`` order ([warp,] affine)."""
+    ``pair_masks``: (fixed, moving) mask images for the stages whose dict has ``"mask":
+    True`` (the others get none). Returns the written transforms in ``apply_transforms``
+    order ([warp,] affine)."""
     from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 
     f, m = get_pointer_string(fixed), get_pointer_string(moving)
@@ -150,6 +156,10 @@ def _run_stages(fixed, moving, stages, prefix: str, random_seed: int) -> list[st
         args += ["--convergence", stage["convergence"]]
         args += ["--shrink-factors", stage["shrink_factors"]]
         args += ["--smoothing-sigmas", stage["smoothing_sigmas"]]
+        if pair_masks is not None:
+            use = stage.get("mask", False)
+            fm, mm = (get_pointer_string(m) for m in pair_masks) if use else ("NULL", "NULL")
+            args += ["--masks", f"[{fm},{mm}]"]
     args += ["--use-histogram-matching", "0", "--collapse-output-transforms", "1"]
     args += ["--output", prefix, "--random-seed", str(random_seed), "--float", "1"]
     if get_lib_fn("antsRegistration")(process_arguments(args)) != 0:
