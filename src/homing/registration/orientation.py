@@ -48,6 +48,8 @@ SKULL_FRACTION = 0.2
 #: Aerated lung below this volume (mm³) is not taken as lungs (a mouse's are ≈ 500–1000 mm³;
 #: gut gas pockets and partial-volume rims are smaller).
 MIN_LUNG_MM3 = 150.0
+#: Air pockets inside the body at least this share of the largest are lungs too.
+LUNG_SHARE = 0.3
 #: A cue that decides must be at least this far from 0 (cues run from −1 to 1).
 MIN_MARGIN = 0.15
 #: Spine/lungs offset (mm) from the trunk's centre below which the back is not decided.
@@ -147,8 +149,8 @@ def _analyse(hu, affine: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
     out.update(long_axis_ras=axis, centre_ras=centre, body_length_mm=2.0 * half)
 
     vals = small[body]
-    inner = ndimage.binary_erosion(body, iterations=1)[body]
-    lung = (vals < LUNG_THRESHOLD_HU) & inner
+    inner = ndimage.binary_erosion(body, iterations=1)
+    lung = _lungs((small < LUNG_THRESHOLD_HU) & inner)[body]
     bone = vals > BONE_THRESHOLD_HU
     lungs_mm3 = float(lung.sum() * voxel_mm**3)
     out["lungs_mm3"] = lungs_mm3
@@ -218,6 +220,19 @@ def _analyse(hu, affine: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
         markers["dorsal"] = centre + out["dorsal_ras"] * 8.0
     out["markers"] = markers
     return out, small, aff
+
+
+def _lungs(air: np.ndarray) -> np.ndarray:
+    """The lungs among the air inside the body: its largest 26-connected component and any
+    at least LUNG_SHARE of it (lobes apart at 0.8 mm), not the smaller pockets of gut gas."""
+    lab, n = ndimage.label(air, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return air
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    keep = sizes >= LUNG_SHARE * sizes.max()
+    keep[0] = False
+    return keep[lab]
 
 
 def _slice_offset(t, perp, sel, core, voxel_mm: float) -> np.ndarray | None:
