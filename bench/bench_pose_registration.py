@@ -16,6 +16,8 @@ Each variant registers the atlas template to the unposed and to the posed CT (on
 each, 1 ITK thread), carries the atlas labels onto the CT as the workflow does
 (warp.warp_labels) and prints organ Dice against the truth, and the CPU seconds:
 
+Dice "skel-trk" is the skeleton's away from the limbs (where they were or are, widened 1 mm).
+
 * current: CT_STAGES as they are (the default);
 * limbs-masked: the affine and 0.8 mm SyN stages see neither image's distal limbs
   (images.trunk_mask: limbs and 1 mm around them out of both metrics), the 0.4 mm stage all;
@@ -48,14 +50,19 @@ REPO = Path(__file__).resolve().parents[1]
 ORGANS = ["liver", "lungs", "heart", "kidneys", "skeleton", "spleen", "stomach", "bladder"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
 VARIANTS = {
-    "current": "CT_STAGES, False",
-    "limbs-masked": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), True",
-    "limbs-masked-all": "tuple({**s, 'mask': True} for s in CT_STAGES), True",
+    "current": "CT_STAGES, 'keep'",
+    "limbs-masked": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), 'mask'",
+    "limbs-masked-all": "tuple({**s, 'mask': True} for s in CT_STAGES), 'mask'",
+    "fixed-masked": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), 'mask-fixed'",
+    "affine-masked": "tuple({**s, 'mask': i == 0} for i, s in enumerate(CT_STAGES)), 'mask'",
+    "limbs-removed": "tuple({**s, 'mask': True} for s in CT_STAGES), 'remove'",
+    "limbs-removed-early": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), 'remove'",
 }
 
 
 def pose_limbs(labels: np.ndarray, affine: np.ndarray, angle_deg: float, pad_mm: float = 12.0):
-    """(posed labels, their affine, number of limbs moved): the label map padded by
+    """(posed labels, their affine, number of limbs moved, where limbs were or are now): the
+    label map padded by
     ``pad_mm`` on each side in x (room for the limbs), each distal limb of its body rotated
     ``angle_deg`` outward in the coronal (x, z) plane about its joining end."""
     voxel = float(np.linalg.norm(affine[:3, 0]))
@@ -68,6 +75,7 @@ def pose_limbs(labels: np.ndarray, affine: np.ndarray, angle_deg: float, pad_mm:
     body_x, mid_z = body[:, 0].mean(), body[:, 2].mean()
     out = labels.copy()
     out[lab > 0] = 0
+    region = lab > 0
     for i in range(1, n + 1):
         idx = np.argwhere(lab == i)
         centre = idx.mean(axis=0)
@@ -83,7 +91,8 @@ def pose_limbs(labels: np.ndarray, affine: np.ndarray, angle_deg: float, pad_mm:
         moved = ndimage.affine_transform(limb, rot.T, offset=pivot - rot.T @ pivot, order=0)
         put = (moved > 0) & (out == 0)
         out[put] = moved[put]
-    return out, affine, n
+        region |= moved > 0
+    return out, affine, n, region
 
 
 def _limbs(labels: np.ndarray, voxel: float) -> tuple[np.ndarray, int]:
@@ -117,19 +126,25 @@ def run_measured(code: str) -> tuple[float, float]:
     return time.perf_counter() - start, float(proc.stdout.split("CPU_S")[-1].split()[0])
 
 
-def scores(labels: Path, truth: np.ndarray) -> list[float]:
+def scores(labels: Path, truth: np.ndarray, limbs: np.ndarray) -> list[float]:
+    """Organ Dice (ORGANS), then the skeleton's away from the limbs (``limbs``: where they
+    were or are, widened 1 mm)."""
     table = {o.name: o.label for o in atlas.ORGANS}
     est = np.asarray(nib.load(labels).dataobj)
-    return [dice(est == table[o], truth == table[o]) for o in ORGANS]
+    row = [dice(est == table[o], truth == table[o]) for o in ORGANS]
+    bone = table["skeleton"]
+    return row + [dice((est == bone) & ~limbs, (truth == bone) & ~limbs)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--study", type=Path)
     ap.add_argument("--work", type=Path)
-    ap.add_argument("--angle", type=float, default=35.0)
+    ap.add_argument("--angle", type=float, default=30.0)
+    ap.add_argument("--pad-mm", type=float, default=12.0, help="room for the limbs in x")
     ap.add_argument("--variants", nargs="+", default=["current", "limbs-masked"])
     ap.add_argument("--cases", nargs="+", default=["unposed", "posed"])
+    ap.add_argument("--reuse", action="store_true", help="score registrations already in --work")
     ap.add_argument(
         "--atlas", default=str(REPO.parent / "shared/data/atlas/digimouse/digimouse.json")
     )
@@ -152,13 +167,21 @@ def main() -> None:
     if not posed_truth.exists():
         if not np.allclose(nib.load(ct["unposed"]).affine, truth_img.affine, atol=1e-4):
             raise SystemExit("the truth labels are not on the CT's grid")
-        posed, posed_affine, n = pose_limbs(truth["unposed"], truth_img.affine, args.angle)
+        posed, posed_affine, n, region = pose_limbs(
+            truth["unposed"], truth_img.affine, args.angle, args.pad_mm
+        )
         print(f"posed {n} distal limbs by {args.angle:.0f} degrees")
         hu = phantom.ct_image(posed, np.random.default_rng(7), 20.0, CT_BLUR_VOXELS, SIM_ORGANS)
         ct["posed"].parent.mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(hu, posed_affine), ct["posed"])
         nib.save(nib.Nifti1Image(posed, posed_affine), posed_truth)
+        region = ndimage.binary_dilation(region, iterations=5).astype(np.uint8)  # 1 mm
+        nib.save(nib.Nifti1Image(region, posed_affine), work / "posed" / "limbs.nii.gz")
     truth["posed"] = np.asarray(nib.load(posed_truth).dataobj)
+    limbs_img = nib.load(work / "posed" / "limbs.nii.gz")
+    pad = int(round((truth_img.affine[0, 3] - limbs_img.affine[0, 3]) / truth_img.affine[0, 0]))
+    limbs = {"posed": np.asarray(limbs_img.dataobj) > 0}
+    limbs["unposed"] = limbs["posed"][pad : pad + truth["unposed"].shape[0]]
     rows = []
     for variant in args.variants:
         for case in args.cases:
@@ -167,19 +190,25 @@ def main() -> None:
             code = (
                 "from pathlib import Path\n"
                 "from homing.registration.ct_to_atlas import CT_STAGES, register_ct_to_atlas\n"
-                f"stages, mask = {VARIANTS[variant]}\n"
+                f"stages, limbs = {VARIANTS[variant]}\n"
                 f"register_ct_to_atlas(Path({str(ct[case])!r}), Path({str(template)!r}), "
                 f"Path({str(out / 'aff.mat')!r}), Path({str(out / 'warp.nii.gz')!r}), 0.4, "
-                "'SyN', 42, 1, stages=stages, mask_limbs=mask)"
+                "'SyN', 42, 1, stages=stages, limbs=limbs)"
             )
+            if args.reuse and (out / "labels.nii.gz").exists():
+                rows.append((f"{case} {variant}", scores(out / "labels.nii.gz", truth[case],
+                             limbs[case]), float("nan")))  # fmt: skip
+                continue
             wall, cpu = run_measured(code)
             warp.warp_labels(
                 atlas_labels, ct[case], [out / "warp.nii.gz", out / "aff.mat"], [False] * 2,
                 out / "labels.nii.gz",
             )  # fmt: skip
-            rows.append((f"{case} {variant}", scores(out / "labels.nii.gz", truth[case]), cpu))
+            row = scores(out / "labels.nii.gz", truth[case], limbs[case])
+            rows.append((f"{case} {variant}", row, cpu))
             print(f"{rows[-1][0]}: {cpu:.1f} CPU s, {wall:.1f} s wall", flush=True)
-    print(f"\n{'scan / variant':<26}" + "".join(f"{o[:8]:>9}" for o in ORGANS) + "    CPU s")
+    head = "".join(f"{o[:8]:>9}" for o in ORGANS) + " skel-trk    CPU s"
+    print(f"\n{'scan / variant':<26}{head}")
     for name, row, cpu in rows:
         print(f"{name:<26}" + "".join(f"{d:>9.3f}" for d in row) + f"{cpu:>9.1f}")
     print(f"work folder: {work}")

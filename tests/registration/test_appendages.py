@@ -41,3 +41,14 @@ def test_the_trunk_mask_leaves_out_limbs_and_tail_with_a_margin():
     assert not (mask & (tail | limb)).any()
     assert mask[body & ~tail & ~limb].mean() > 0.95
     assert mask[0, 0, 0]  # air away from the limbs stays in
+
+
+def test_without_limbs_sets_limbs_and_tail_to_air_and_keeps_the_trunk():
+    import ants
+
+    body, tail, limb = _mouse()
+    work = ants.from_numpy(body.astype(np.float32), spacing=(VOXEL_MM,) * 3)
+    out = images.without_limbs(work).numpy()
+    assert (out[tail | limb] == 0.0).mean() > 0.9  # all but where they join the trunk
+    trunk = body & ~tail & ~limb
+    assert (out[trunk] == 1.0).mean() > 0.98

@@ -10,7 +10,7 @@ from pathlib import Path
 from homing import HomingError
 from homing.core import io
 from homing.registration.ants import load_ants, set_threads
-from homing.registration.images import trunk_mask, working_image
+from homing.registration.images import trunk_mask, without_limbs, working_image
 
 #: Iterations per level (shrink 4, 2, 1 of the working grid) of ANTsPy's presets, used when
 #: ``ct_to_atlas_transform`` is not SyN (SyN runs CT_STAGES below).
@@ -108,24 +108,32 @@ def register_ct_to_atlas(
     random_seed: int,
     threads: int,
     stages: tuple[dict, ...] = CT_STAGES,
-    mask_limbs: bool = False,
+    limbs: str = "keep",
 ) -> list[Path]:
     """Register the atlas template (moving) to a CT (fixed) at ``working_voxel_mm`` (mm).
 
     Both images are first reduced to the body (``working_image``). ``transform`` "SyN" runs
     ``stages`` (CT_STAGES: affine, SyN, a short SyN at the working grid itself); SyNRA,
     SyNQuick and Affine are ANTsPy's presets. Writes the affine (.mat) and, for SyN
-    variants, the warp field (.nii.gz). ``mask_limbs``: both images' distal limbs and tail
-    (images.trunk_mask) are left out of the metric of every stage whose dict has
-    ``"mask": True`` (``transform`` "SyN" only). Returns the transform list in the order
-    ``apply_transforms`` takes it (atlas → CT resampling).
+    variants, the warp field (.nii.gz). ``limbs``: what the registration makes of both
+    images' distal limbs and tail (masks.appendages) — "keep" them (the default), "mask"
+    them out of the metric of every stage whose dict has ``"mask": True`` (images.trunk_mask;
+    "mask-fixed": the CT's only), or "remove" them (set to air, images.without_limbs) from
+    both images those stages see. LIMB_POSE_MEASURED: what each did. Returns the transform
+    list in the order ``apply_transforms`` takes it (atlas → CT resampling).
     """
     ants, fixed, moving = _working_pair(ct_path, template_path, working_voxel_mm, threads)
-    pair_masks = (trunk_mask(fixed), trunk_mask(moving)) if mask_limbs else None
+    pair_masks = trunk_pair = None
+    if limbs == "remove":
+        trunk_pair = (without_limbs(fixed), without_limbs(moving))
+    elif limbs in ("mask", "mask-fixed"):
+        pair_masks = (trunk_mask(fixed), trunk_mask(moving) if limbs == "mask" else None)
+    elif limbs != "keep":
+        raise ValueError(f"limbs={limbs!r}: keep, mask, mask-fixed or remove")
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
         prefix = str(Path(tmp) / "atlas_to_ct_")
         if transform == "SyN":
-            fwd = _run_stages(fixed, moving, stages, prefix, random_seed, pair_masks)
+            fwd = _run_stages(fixed, moving, stages, prefix, random_seed, pair_masks, trunk_pair)
         else:
             reg = ants.registration(
                 fixed=fixed,
@@ -140,25 +148,35 @@ def register_ct_to_atlas(
         return _keep_transforms(fwd, Path(out_affine), out_warp)
 
 
-def _run_stages(fixed, moving, stages, prefix: str, random_seed: int, pair_masks=None) -> list[str]:
+def _run_stages(
+    fixed, moving, stages, prefix: str, random_seed: int, pair_masks=None, trunk_pair=None
+) -> list[str]:
     """antsRegistration with explicit ``stages`` (dicts as CT_STAGES), started from the
     images' centres of mass, transforms collapsed to one affine and at most one warp.
-    ``pair_masks``: (fixed, moving) mask images for the stages whose dict has ``"mask":
-    True`` (the others get none). Returns the written transforms in ``apply_transforms``
-    order ([warp,] affine)."""
+    For the stages whose dict has ``"mask": True``: ``pair_masks``, (fixed, moving) mask
+    images (None: no mask), the others get none; ``trunk_pair``, (fixed, moving) images
+    the metric compares instead (and the centres of mass, if the first stage is one).
+    Returns the written transforms in ``apply_transforms`` order ([warp,] affine)."""
     from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 
     f, m = get_pointer_string(fixed), get_pointer_string(moving)
-    args = ["--dimensionality", "3", "--initial-moving-transform", f"[{f},{m},1]"]
+    ft, mt = (get_pointer_string(i) for i in trunk_pair) if trunk_pair else (f, m)
+    start = (ft, mt) if stages[0].get("mask") else (f, m)
+    args = ["--dimensionality", "3", "--initial-moving-transform", "[{},{},1]".format(*start)]
     for stage in stages:
+        use = stage.get("mask", False)
         args += ["--transform", stage["transform"]]
-        args += ["--metric", stage["metric"].format(f=f, m=m)]
+        args += [
+            "--metric",
+            stage["metric"].format(f=ft, m=mt) if use else stage["metric"].format(f=f, m=m),
+        ]
         args += ["--convergence", stage["convergence"]]
         args += ["--shrink-factors", stage["shrink_factors"]]
         args += ["--smoothing-sigmas", stage["smoothing_sigmas"]]
         if pair_masks is not None:
-            use = stage.get("mask", False)
-            fm, mm = (get_pointer_string(m) for m in pair_masks) if use else ("NULL", "NULL")
+            fm, mm = (
+                get_pointer_string(i) if use and i is not None else "NULL" for i in pair_masks
+            )
             args += ["--masks", f"[{fm},{mm}]"]
     args += ["--use-histogram-matching", "0", "--collapse-output-transforms", "1"]
     args += ["--output", prefix, "--random-seed", str(random_seed), "--float", "1"]

@@ -110,6 +110,19 @@ def pet_volume(path: Path):
 BODY_ATTENUATION = 0.5
 
 
+def without_limbs(work, margin_mm: float = 0.4):
+    """A working image with its distal limbs and tail (masks.appendages, widened by
+    ``margin_mm`` within the body) set to air."""
+    spacing = float(max(work.spacing))
+    att = work.numpy()
+    body = masks.largest_component(att > BODY_ATTENUATION)
+    limbs = masks.appendages(body, spacing)
+    reach = int(np.ceil(margin_mm / spacing))
+    if reach and limbs.any():
+        limbs = ndimage.binary_dilation(limbs, structure=masks.ball(reach)) & (att > 0)
+    return work.new_image_like(np.where(limbs, 0.0, att).astype(np.float32))
+
+
 def trunk_mask(work, margin_mm: float = 1.0):
     """Registration mask of a working image (``working_image``): 1 everywhere but on the
     distal limbs and tail (masks.appendages) and ``margin_mm`` around them, 0 there — so
