@@ -55,16 +55,24 @@ VARIANTS = {
     "limbs-masked-all": "tuple({**s, 'mask': True} for s in CT_STAGES), 'mask'",
     "fixed-masked": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), 'mask-fixed'",
     "affine-masked": "tuple({**s, 'mask': i == 0} for i, s in enumerate(CT_STAGES)), 'mask'",
+    "piecewise": "CT_STAGES, 'piecewise'",
     "limbs-removed": "tuple({**s, 'mask': True} for s in CT_STAGES), 'remove'",
     "limbs-removed-early": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), 'remove'",
 }
 
 
+#: A posed limb is not bent within BEND_FROM_MM (mm) of its joint, fully beyond another
+#: BEND_MM.
+BEND_FROM_MM = 2.0
+BEND_MM = 4.0
+
+
 def pose_limbs(labels: np.ndarray, affine: np.ndarray, angle_deg: float, pad_mm: float = 12.0):
     """(posed labels, their affine, number of limbs moved, where limbs were or are now): the
-    label map padded by
-    ``pad_mm`` on each side in x (room for the limbs), each distal limb of its body rotated
-    ``angle_deg`` outward in the coronal (x, z) plane about its joining end."""
+    label map padded by ``pad_mm`` on each side in x (room for the limbs), each distal limb
+    of its body bent ``angle_deg`` outward in the coronal (x, z) plane about its joint: not
+    at all within BEND_FROM_MM of it, fully beyond BEND_FROM_MM + BEND_MM, gradually between
+    (a rigid turn would leave the limb hanging on by a thread the body mask cuts)."""
     voxel = float(np.linalg.norm(affine[:3, 0]))
     pad = int(round(pad_mm / voxel))
     labels = np.pad(labels, [(pad, pad), (0, 0), (0, 0)])
@@ -73,22 +81,51 @@ def pose_limbs(labels: np.ndarray, affine: np.ndarray, angle_deg: float, pad_mm:
     lab, n = _limbs(labels, voxel)
     body = np.argwhere(labels > 0)
     body_x, mid_z = body[:, 0].mean(), body[:, 2].mean()
+    near_rest = ndimage.binary_dilation((labels > 0) & (lab == 0), iterations=2)
     out = labels.copy()
     out[lab > 0] = 0
+    # Body parts the limbs alone joined to the body (a paw against the head, thick enough
+    # not to count as limb) go with the limb they touch.
+    parts, k = ndimage.label(out > 0, structure=np.ones((3, 3, 3), bool))
+    if k > 1:
+        sizes = np.bincount(parts.ravel())
+        sizes[0] = 0
+        for c in set(range(1, k + 1)) - {int(np.argmax(sizes))}:
+            piece = parts == c
+            touch = lab[ndimage.binary_dilation(piece, iterations=2) & (lab > 0)]
+            if touch.size:
+                lab[piece] = np.bincount(touch).argmax()
+                out[piece] = 0
     region = lab > 0
     for i in range(1, n + 1):
         idx = np.argwhere(lab == i)
+        values = labels[tuple(idx.T)]
+        # The joint: where the limb touches the rest of the body, at its end nearer the
+        # body's middle along z.
+        touch = idx[near_rest[tuple(idx.T)]]
+        touch = touch if len(touch) else idx
+        z_join = touch[:, 2].min() if idx[:, 2].mean() > mid_z else touch[:, 2].max()
+        pivot = touch[np.abs(touch[:, 2] - z_join) <= 10].mean(axis=0)
         centre = idx.mean(axis=0)
-        # The joining end: the end of the limb nearer the body's middle along z.
-        z_join = idx[:, 2].min() if centre[2] > mid_z else idx[:, 2].max()
-        pivot = idx[np.abs(idx[:, 2] - z_join) <= 5].mean(axis=0)
         # Outward: the limb's free end moves away from the midline (x).
         outward = 1.0 if centre[0] > body_x else -1.0
         a = np.radians(angle_deg) * outward * (1.0 if centre[2] > pivot[2] else -1.0)
-        # Rotation in (x, z) about the pivot; affine_transform samples by the inverse.
-        rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-        limb = np.where(lab == i, labels, 0).astype(np.uint8)
-        moved = ndimage.affine_transform(limb, rot.T, offset=pivot - rot.T @ pivot, order=0)
+        rel = (idx - pivot).astype(float)
+        dist = np.linalg.norm(rel, axis=1) * voxel
+        ang = a * np.clip((dist - BEND_FROM_MM) / BEND_MM, 0.0, 1.0)
+        new = rel.copy()
+        new[:, 0] = np.cos(ang) * rel[:, 0] + np.sin(ang) * rel[:, 2]
+        new[:, 2] = -np.sin(ang) * rel[:, 0] + np.cos(ang) * rel[:, 2]
+        new = np.rint(new + pivot).astype(int)
+        inside = np.all((new >= 0) & (new < np.array(out.shape)), axis=1)
+        moved = np.zeros(out.shape, dtype=np.uint8)
+        moved[tuple(new[inside].T)] = values[inside]
+        # Forward mapping leaves pinholes: close them, with the neighbours' labels.
+        lo, hi = new[inside].min(axis=0), new[inside].max(axis=0) + 1
+        box = tuple(slice(max(x - 2, 0), y + 2) for x, y in zip(lo, hi, strict=True))
+        sub = moved[box]
+        holes = ndimage.binary_closing(sub > 0, structure=np.ones((3, 3, 3))) & (sub == 0)
+        sub[holes] = ndimage.grey_dilation(sub, size=3)[holes]
         put = (moved > 0) & (out == 0)
         out[put] = moved[put]
         region |= moved > 0
@@ -170,7 +207,8 @@ def main() -> None:
         posed, posed_affine, n, region = pose_limbs(
             truth["unposed"], truth_img.affine, args.angle, args.pad_mm
         )
-        print(f"posed {n} distal limbs by {args.angle:.0f} degrees")
+        parts = ndimage.label(posed[::2, ::2, ::2] > 0, structure=np.ones((3, 3, 3)))[1]
+        print(f"posed {n} distal limbs by {args.angle:.0f} degrees; body in {parts} part(s)")
         hu = phantom.ct_image(posed, np.random.default_rng(7), 20.0, CT_BLUR_VOXELS, SIM_ORGANS)
         ct["posed"].parent.mkdir(parents=True, exist_ok=True)
         nib.save(nib.Nifti1Image(hu, posed_affine), ct["posed"])

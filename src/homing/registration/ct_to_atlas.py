@@ -11,6 +11,7 @@ from homing import HomingError
 from homing.core import io
 from homing.registration.ants import load_ants, set_threads
 from homing.registration.images import trunk_mask, without_limbs, working_image
+from homing.registration.limbs import refine_limbs
 
 #: Iterations per level (shrink 4, 2, 1 of the working grid) of ANTsPy's presets, used when
 #: ``ct_to_atlas_transform`` is not SyN (SyN runs CT_STAGES below).
@@ -119,8 +120,10 @@ def register_ct_to_atlas(
     images' distal limbs and tail (masks.appendages) — "keep" them (the default), "mask"
     them out of the metric of every stage whose dict has ``"mask": True`` (images.trunk_mask;
     "mask-fixed": the CT's only), or "remove" them (set to air, images.without_limbs) from
-    both images those stages see. LIMB_POSE_MEASURED: what each did. Returns the transform
-    list in the order ``apply_transforms`` takes it (atlas → CT resampling).
+    both images those stages see; "piecewise" keeps them and then turns each atlas limb
+    onto the CT's about its joint (limbs.refine_limbs). LIMB_POSE_MEASURED: what each did.
+    Returns the transform list in the order ``apply_transforms`` takes it (atlas → CT
+    resampling).
     """
     ants, fixed, moving = _working_pair(ct_path, template_path, working_voxel_mm, threads)
     pair_masks = trunk_pair = None
@@ -128,12 +131,15 @@ def register_ct_to_atlas(
         trunk_pair = (without_limbs(fixed), without_limbs(moving))
     elif limbs in ("mask", "mask-fixed"):
         pair_masks = (trunk_mask(fixed), trunk_mask(moving) if limbs == "mask" else None)
-    elif limbs != "keep":
-        raise ValueError(f"limbs={limbs!r}: keep, mask, mask-fixed or remove")
+    elif limbs not in ("keep", "piecewise"):
+        raise ValueError(f"limbs={limbs!r}: keep, mask, mask-fixed, remove or piecewise")
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
         prefix = str(Path(tmp) / "atlas_to_ct_")
         if transform == "SyN":
             fwd = _run_stages(fixed, moving, stages, prefix, random_seed, pair_masks, trunk_pair)
+            if limbs == "piecewise" and fwd[0].endswith(".nii.gz"):
+                warped = ants.apply_transforms(fixed, moving, fwd)
+                refine_limbs(fixed, warped, Path(fwd[0]))
         else:
             reg = ants.registration(
                 fixed=fixed,
