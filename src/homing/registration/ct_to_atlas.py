@@ -97,6 +97,32 @@ CT_STAGES = (CT_AFFINE_STAGE, CT_SYN_STAGE, CT_FINE_STAGE)
 #: 0.921 without the 0.4 mm one (9 s less per scan), other organs within 0.005 in all three:
 #: thin bone moves between sessions by more than the 0.8 mm level resolves.
 CT_REFERENCE_STAGES = CT_STAGES
+#: What CT → atlas makes of distal limbs and tail (``register_ct_to_atlas(limbs=...)``);
+#: "keep" stays the default: nothing else measurably helped. bench/bench_pose_registration.py
+#: (demo EX01 d0; its distal limbs — forelimbs and hind feet — bent 30° outward about their
+#: joints on the true labels and the CT rendered again; 1 thread), organ Dice posed /
+#: unposed, "skel-trk" the skeleton away from the limbs:
+#:
+#: * keep: liver .979/.979, lungs .983/.987, heart .981/.982, kidneys .970/.971, skeleton
+#:   .875/.949, spleen .950/.954, stomach .960/.958, bladder .961/.958, skel-trk .931/.947.
+#:   Posing costs the skeleton (the limbs' own bones: the atlas's stay where they were) and
+#:   0.016 of the trunk's; no other organ moves by more than 0.004. The stretched-out
+#:   forelimbs, thin in Digimouse, hang on by necks the body mask's 0.8 mm opening cuts, so
+#:   the CT's working image does not hold them: they cannot drag anything;
+#: * mask (the affine and 0.8 mm SyN stages masked, both images): worse everywhere, spleen
+#:   .906/.928, kidneys .958/.958, skel-trk .911/.933; mask-fixed (the CT's mask only):
+#:   within ±0.005 of keep;
+#: * remove (limbs set to air in both images, every stage): skel-trk +0.011 posed, but
+#:   skeleton −0.018 and skel-trk −0.008 unposed; removed for the first two stages only:
+#:   skeleton .863/.931, no gain;
+#: * piecewise: as keep on the posed scan (no CT limb left to turn), skeleton −0.002
+#:   unposed; +3 s.
+#:
+#: None reaches a skeleton Dice of 0.90 on the posed scan: that needs the limbs' bones
+#: registered, and the limbs in the CT's working image first. With 60° of pose (limbs turned
+#: rigidly, an earlier version of the bench's pose): the same picture (keep: skeleton .863,
+#: skel-trk .930; remove: .860/.939; mask-fixed .863/.929).
+LIMB_MODES = ("keep", "mask", "mask-fixed", "remove", "piecewise")
 
 
 def register_ct_to_atlas(
@@ -121,7 +147,7 @@ def register_ct_to_atlas(
     them out of the metric of every stage whose dict has ``"mask": True`` (images.trunk_mask;
     "mask-fixed": the CT's only), or "remove" them (set to air, images.without_limbs) from
     both images those stages see; "piecewise" keeps them and then turns each atlas limb
-    onto the CT's about its joint (limbs.refine_limbs). LIMB_POSE_MEASURED: what each did.
+    onto the CT's about its joint (limbs.refine_limbs). LIMB_MODES: what each did.
     Returns the transform list in the order ``apply_transforms`` takes it (atlas → CT
     resampling).
     """
@@ -131,8 +157,8 @@ def register_ct_to_atlas(
         trunk_pair = (without_limbs(fixed), without_limbs(moving))
     elif limbs in ("mask", "mask-fixed"):
         pair_masks = (trunk_mask(fixed), trunk_mask(moving) if limbs == "mask" else None)
-    elif limbs not in ("keep", "piecewise"):
-        raise ValueError(f"limbs={limbs!r}: keep, mask, mask-fixed, remove or piecewise")
+    elif limbs not in LIMB_MODES:
+        raise ValueError(f"limbs={limbs!r}: one of {', '.join(LIMB_MODES)}")
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
         prefix = str(Path(tmp) / "atlas_to_ct_")
         if transform == "SyN":
