@@ -10,7 +10,8 @@ from pathlib import Path
 from homing import HomingError
 from homing.core import io
 from homing.registration.ants import load_ants, set_threads
-from homing.registration.images import working_image
+from homing.registration.images import trunk_mask, without_limbs, working_image
+from homing.registration.limbs import refine_limbs
 
 #: Iterations per level (shrink 4, 2, 1 of the working grid) of ANTsPy's presets, used when
 #: ``ct_to_atlas_transform`` is not SyN (SyN runs CT_STAGES below).
@@ -96,6 +97,32 @@ CT_STAGES = (CT_AFFINE_STAGE, CT_SYN_STAGE, CT_FINE_STAGE)
 #: 0.921 without the 0.4 mm one (9 s less per scan), other organs within 0.005 in all three:
 #: thin bone moves between sessions by more than the 0.8 mm level resolves.
 CT_REFERENCE_STAGES = CT_STAGES
+#: What CT → atlas makes of distal limbs and tail (``register_ct_to_atlas(limbs=...)``);
+#: "keep" stays the default: nothing else measurably helped. bench/bench_pose_registration.py
+#: (demo EX01 d0; its distal limbs — forelimbs and hind feet — bent 30° outward about their
+#: joints on the true labels and the CT rendered again; 1 thread), organ Dice posed /
+#: unposed, "skel-trk" the skeleton away from the limbs:
+#:
+#: * keep: liver .979/.979, lungs .983/.987, heart .981/.982, kidneys .970/.971, skeleton
+#:   .875/.949, spleen .950/.954, stomach .960/.958, bladder .961/.958, skel-trk .931/.947.
+#:   Posing costs the skeleton (the limbs' own bones: the atlas's stay where they were) and
+#:   0.016 of the trunk's; no other organ moves by more than 0.004. The stretched-out
+#:   forelimbs, thin in Digimouse, hang on by necks the body mask's 0.8 mm opening cuts, so
+#:   the CT's working image does not hold them: they cannot drag anything;
+#: * mask (the affine and 0.8 mm SyN stages masked, both images): worse everywhere, spleen
+#:   .906/.928, kidneys .958/.958, skel-trk .911/.933; mask-fixed (the CT's mask only):
+#:   within ±0.005 of keep;
+#: * remove (limbs set to air in both images, every stage): skel-trk +0.011 posed, but
+#:   skeleton −0.018 and skel-trk −0.008 unposed; removed for the first two stages only:
+#:   skeleton .863/.931, no gain;
+#: * piecewise: as keep on the posed scan (no CT limb left to turn), skeleton −0.002
+#:   unposed; +3 s.
+#:
+#: None reaches a skeleton Dice of 0.90 on the posed scan: that needs the limbs' bones
+#: registered, and the limbs in the CT's working image first. With 60° of pose (limbs turned
+#: rigidly, an earlier version of the bench's pose): the same picture (keep: skeleton .863,
+#: skel-trk .930; remove: .860/.939; mask-fixed .863/.929).
+LIMB_MODES = ("keep", "mask", "mask-fixed", "remove", "piecewise")
 
 
 def register_ct_to_atlas(
@@ -108,20 +135,37 @@ def register_ct_to_atlas(
     random_seed: int,
     threads: int,
     stages: tuple[dict, ...] = CT_STAGES,
+    limbs: str = "keep",
 ) -> list[Path]:
     """Register the atlas template (moving) to a CT (fixed) at ``working_voxel_mm`` (mm).
 
     Both images are first reduced to the body (``working_image``). ``transform`` "SyN" runs
     ``stages`` (CT_STAGES: affine, SyN, a short SyN at the working grid itself); SyNRA,
     SyNQuick and Affine are ANTsPy's presets. Writes the affine (.mat) and, for SyN
-    variants, the warp field (.nii.gz). Returns the transform list in the order
-    ``apply_transforms`` takes it (atlas → CT resampling).
+    variants, the warp field (.nii.gz). ``limbs``: what the registration makes of both
+    images' distal limbs and tail (masks.appendages) — "keep" them (the default), "mask"
+    them out of the metric of every stage whose dict has ``"mask": True`` (images.trunk_mask;
+    "mask-fixed": the CT's only), or "remove" them (set to air, images.without_limbs) from
+    both images those stages see; "piecewise" keeps them and then turns each atlas limb
+    onto the CT's about its joint (limbs.refine_limbs). LIMB_MODES: what each did.
+    Returns the transform list in the order ``apply_transforms`` takes it (atlas → CT
+    resampling).
     """
     ants, fixed, moving = _working_pair(ct_path, template_path, working_voxel_mm, threads)
+    pair_masks = trunk_pair = None
+    if limbs == "remove":
+        trunk_pair = (without_limbs(fixed), without_limbs(moving))
+    elif limbs in ("mask", "mask-fixed"):
+        pair_masks = (trunk_mask(fixed), trunk_mask(moving) if limbs == "mask" else None)
+    elif limbs not in LIMB_MODES:
+        raise ValueError(f"limbs={limbs!r}: one of {', '.join(LIMB_MODES)}")
     with tempfile.TemporaryDirectory(prefix="homing-reg-") as tmp:
         prefix = str(Path(tmp) / "atlas_to_ct_")
         if transform == "SyN":
-            fwd = _run_stages(fixed, moving, stages, prefix, random_seed)
+            fwd = _run_stages(fixed, moving, stages, prefix, random_seed, pair_masks, trunk_pair)
+            if limbs == "piecewise" and fwd[0].endswith(".nii.gz"):
+                warped = ants.apply_transforms(fixed, moving, fwd)
+                refine_limbs(fixed, warped, Path(fwd[0]))
         else:
             reg = ants.registration(
                 fixed=fixed,
@@ -136,20 +180,36 @@ def register_ct_to_atlas(
         return _keep_transforms(fwd, Path(out_affine), out_warp)
 
 
-def _run_stages(fixed, moving, stages, prefix: str, random_seed: int) -> list[str]:
+def _run_stages(
+    fixed, moving, stages, prefix: str, random_seed: int, pair_masks=None, trunk_pair=None
+) -> list[str]:
     """antsRegistration with explicit ``stages`` (dicts as CT_STAGES), started from the
     images' centres of mass, transforms collapsed to one affine and at most one warp.
+    For the stages whose dict has ``"mask": True``: ``pair_masks``, (fixed, moving) mask
+    images (None: no mask), the others get none; ``trunk_pair``, (fixed, moving) images
+    the metric compares instead (and the centres of mass, if the first stage is one).
     Returns the written transforms in ``apply_transforms`` order ([warp,] affine)."""
     from ants.internal import get_lib_fn, get_pointer_string, process_arguments
 
     f, m = get_pointer_string(fixed), get_pointer_string(moving)
-    args = ["--dimensionality", "3", "--initial-moving-transform", f"[{f},{m},1]"]
+    ft, mt = (get_pointer_string(i) for i in trunk_pair) if trunk_pair else (f, m)
+    start = (ft, mt) if stages[0].get("mask") else (f, m)
+    args = ["--dimensionality", "3", "--initial-moving-transform", "[{},{},1]".format(*start)]
     for stage in stages:
+        use = stage.get("mask", False)
         args += ["--transform", stage["transform"]]
-        args += ["--metric", stage["metric"].format(f=f, m=m)]
+        args += [
+            "--metric",
+            stage["metric"].format(f=ft, m=mt) if use else stage["metric"].format(f=f, m=m),
+        ]
         args += ["--convergence", stage["convergence"]]
         args += ["--shrink-factors", stage["shrink_factors"]]
         args += ["--smoothing-sigmas", stage["smoothing_sigmas"]]
+        if pair_masks is not None:
+            fm, mm = (
+                get_pointer_string(i) if use and i is not None else "NULL" for i in pair_masks
+            )
+            args += ["--masks", f"[{fm},{mm}]"]
     args += ["--use-histogram-matching", "0", "--collapse-output-transforms", "1"]
     args += ["--output", prefix, "--random-seed", str(random_seed), "--float", "1"]
     if get_lib_fn("antsRegistration")(process_arguments(args)) != 0:

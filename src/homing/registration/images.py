@@ -104,3 +104,33 @@ def read_pet(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def pet_volume(path: Path):
     """The PET as one 3-D ANTs image (a dynamic series is averaged over its frames)."""
     return ants_image(*read_pet(path))
+
+
+#: Attenuation (air 0, water 1) above which a working image is body: −500 HU.
+BODY_ATTENUATION = 0.5
+
+
+def without_limbs(work, margin_mm: float = 0.4):
+    """A working image with its distal limbs and tail (masks.appendages, widened by
+    ``margin_mm`` within the body) set to air."""
+    spacing = float(max(work.spacing))
+    att = work.numpy()
+    body = masks.largest_component(att > BODY_ATTENUATION)
+    limbs = masks.appendages(body, spacing)
+    reach = int(np.ceil(margin_mm / spacing))
+    if reach and limbs.any():
+        limbs = ndimage.binary_dilation(limbs, structure=masks.ball(reach)) & (att > 0)
+    return work.new_image_like(np.where(limbs, 0.0, att).astype(np.float32))
+
+
+def trunk_mask(work, margin_mm: float = 1.0):
+    """Registration mask of a working image (``working_image``): 1 everywhere but on the
+    distal limbs and tail (masks.appendages) and ``margin_mm`` around them, 0 there — so
+    the trunk and head, and the air about them, drive the metric, not the limbs' pose."""
+    spacing = float(max(work.spacing))
+    body = masks.largest_component(work.numpy() > BODY_ATTENUATION)
+    limbs = masks.appendages(body, spacing)
+    reach = int(np.ceil(margin_mm / spacing))
+    if reach and limbs.any():
+        limbs = ndimage.binary_dilation(limbs, structure=masks.ball(reach))
+    return work.new_image_like((~limbs).astype(np.float32))

@@ -167,3 +167,39 @@ def _reconstruct(core: np.ndarray, allowed: np.ndarray, radius: int) -> np.ndarr
     outline the opening shaved off without re-attaching anything further away."""
     grown = ndimage.binary_dilation(core, structure=ball(radius)) & allowed
     return largest_component(grown | core)
+
+
+#: Thickest body part (radius, mm) counted as a distal limb or tail: a mouse's tail and
+#: paws are ≈ 0.5–1.5 mm in radius, its forelimbs up to ≈ 2 mm (the Digimouse atlas's, raised
+#: beside the head with the paws, ≈ 4 mm across), its head, neck and trunk ≥ 4 mm.
+APPENDAGE_RADIUS_MM = 2.4
+#: How far (mm) past the thicker body a thin part must reach to be an appendage, not a
+#: ridge or corner of the trunk's outline.
+APPENDAGE_LENGTH_MM = 3.0
+
+
+def appendages(
+    body: np.ndarray,
+    voxel_mm: float,
+    radius_mm: float = APPENDAGE_RADIUS_MM,
+    length_mm: float = APPENDAGE_LENGTH_MM,
+) -> np.ndarray:
+    """Distal limbs and tail of a body mask, by shape: the parts no ball of ``radius_mm``
+    fits in (an opening, by distance transforms) that reach at least ``length_mm`` from what
+    one does (the trunk and head). Their pose varies from scan to scan and from the atlas, so
+    registration need not follow them (images.trunk_mask)."""
+    body = np.asarray(body, dtype=bool)
+    r_vox = radius_mm / float(voxel_mm)
+    core = ndimage.distance_transform_edt(body) > r_vox
+    if not core.any():
+        return np.zeros_like(body)
+    thick = (ndimage.distance_transform_edt(~core) <= r_vox + 0.5) & body
+    thin = body & ~thick
+    lab, n = ndimage.label(thin, structure=np.ones((3, 3, 3), bool))
+    if n == 0:
+        return thin
+    reach = ndimage.distance_transform_edt(~thick) * float(voxel_mm)
+    far = ndimage.maximum(reach, lab, index=np.arange(1, n + 1))
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[1:] = np.asarray(far) >= length_mm
+    return keep[lab]
