@@ -108,6 +108,20 @@ SHEET_ROW = (
 )
 
 
+def given_text(value):
+    """A sheet cell as text, or None when it is empty (NaN, None or "")."""
+    return value if isinstance(value, str) and value else None
+
+
+def scan_text(column):
+    """A params function: this scan's cell of ``column`` as text, or None when empty."""
+
+    def cell(wildcards):
+        return given_text(STUDY.scan_value(wildcards.animal, wildcards.session, column))
+
+    return cell
+
+
 def scan_cell(column):
     """An input function: this scan's cell of ``column`` in scans.tsv."""
 

@@ -25,6 +25,8 @@ rule ingest_emission:
         series_uid=lambda w: series_uid(scan_row(w), "emission"),
         max_missing_slices=config["ingest"]["emission_max_missing_slices"],
         dicom=scan_cell("emission_dicom"),
+        patient_position=scan_text("patient_position"),
+        orientation_png=None,
         where=SHEET_ROW,
     script:
         "../scripts/ingest.py"
@@ -52,6 +54,9 @@ rule ingest_ct:
         overrides=None,
         series_uid=lambda w: series_uid(scan_row(w), "ct"),
         max_missing_slices=config["ingest"]["ct_max_missing_slices"],
+        patient_position=scan_text("patient_position"),
+        # The anatomy check's figure: beside the log, kept when the check stops the job.
+        orientation_png="logs/sub-{animal}/ses-{session}/ct_orientation.png",
         where=SHEET_ROW,
     script:
         "../scripts/ingest.py"

@@ -23,6 +23,11 @@ rule ingest_shared_ct:
         overrides=None,
         series_uid=lambda w: series_uid(shared_first_row(w), "ct"),
         max_missing_slices=config["ingest"]["ct_max_missing_slices"],
+        patient_position=lambda w: given_text(
+            shared_first_row(w).get("patient_position")
+        ),
+        # Each animal's own anatomy is checked once it is cut out (ingest_ct).
+        orientation_png=None,
         where=shared_where,
     script:
         "../scripts/ingest.py"
@@ -52,6 +57,10 @@ rule ingest_shared_emission:
         ),
         series_uid=lambda w: series_uid(shared_first_row(w), "emission"),
         max_missing_slices=config["ingest"]["emission_max_missing_slices"],
+        patient_position=lambda w: given_text(
+            shared_first_row(w).get("patient_position")
+        ),
+        orientation_png=None,
         where=shared_where,
     script:
         "../scripts/ingest.py"

@@ -15,6 +15,8 @@ with stages.rule_job(sm.log[0], sm.threads):
             sm.params.series_uid,
             sm.params.where,
             sm.params.max_missing_slices,
+            sm.params.patient_position,
+            sm.params.orientation_png,
         )
     elif kind == "ct":
         shared_stages.cut_shared_ct(
@@ -24,6 +26,8 @@ with stages.rule_job(sm.log[0], sm.threads):
             sm.wildcards.animal,
             sm.output.nii,
             sm.output.json,
+            sm.params.orientation_png,
+            sm.params.where,
         )
     else:
         shared_stages.cut_shared_emission(

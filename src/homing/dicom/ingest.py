@@ -64,6 +64,7 @@ def ingest(
     overrides: dict | None = None,
     series_uid: str | None = None,
     max_missing_slices: int | None = None,
+    patient_position: str | None = None,
 ) -> Volume:
     """Read the ``kind`` ("emission" or "ct") series in ``folder`` into a Volume.
 
@@ -77,6 +78,10 @@ def ingest(
     from the export are linearly interpolated; the sidecar's ``SliceGrid`` records them and
     ``HomingFlags`` holds FLAG_MISSING_SLICES (and FLAG_JITTER for positions off the
     regular grid), which every organ row of the scan then carries.
+
+    ``patient_position`` (scans.tsv): how the animal really lay, when the header's
+    PatientPosition (and so its orientation) is wrong; the affine is turned to match
+    (:func:`position_correction`) and the sidecar records both.
     """
     folder = Path(folder)
     if max_missing_slices is None:
@@ -109,10 +114,44 @@ def ingest(
             f"(rows flagged {FLAG_MISSING_SLICES})"
         )
     sidecar["Warnings"] = geometry_warnings + sidecar["Warnings"]
+    if patient_position:
+        written = str(groups[0][0].get("PatientPosition", "") or "")
+        affine = position_correction(written, patient_position, source) @ affine
+        sidecar["PatientPosition"] = patient_position
+        sidecar["PatientPositionWritten"] = written
+        sidecar.setdefault("ValueSources", {})["PatientPosition"] = "scans.tsv"
     sidecar["VoxelSize_mm"] = [float(v) for v in np.linalg.norm(affine[:3, :3], axis=0)]
     sidecar["ImageShape"] = [int(v) for v in data.shape]
     sidecar["NumberOfFiles"] = len(chosen.files)
     return Volume(data=data, affine=affine, sidecar=sidecar)
+
+
+#: PatientPosition values a scans.tsv ``patient_position`` may correct between.
+POSITIONS = ("HFP", "FFP", "HFS", "FFS")
+
+
+def position_correction(written: str, actual: str, source: str) -> np.ndarray:
+    """The 4x4 map (RAS mm, about the scanner's origin) from the frame a header built with
+    PatientPosition ``written`` to the one the animal really lay in (``actual``).
+
+    The scanner computes patient coordinates from its own with the position it was told:
+    head first for feet first is a half turn about the anterior–posterior axis (x and z
+    reversed), prone for supine a half turn about the long axis (x and y reversed). The
+    same map applied to the PET and the CT of a scan keeps them aligned.
+    """
+    if actual not in POSITIONS:
+        raise HomingError(f"{source}: patient_position {actual!r} is not one of {POSITIONS}")
+    if written not in POSITIONS:
+        raise HomingError(
+            f"{source}: the header's PatientPosition (0018,5100) is {written or 'missing'!r}, "
+            f"so it cannot be corrected to {actual}; fix the DICOM orientation instead"
+        )
+    flips = np.ones(3)
+    if written[:2] != actual[:2]:
+        flips *= (-1.0, 1.0, -1.0)
+    if written[2] != actual[2]:
+        flips *= (-1.0, -1.0, 1.0)
+    return np.diag([*flips, 1.0])
 
 
 def _series_sidecar(kind: str, groups: list, overrides: dict | None, source: str) -> dict:

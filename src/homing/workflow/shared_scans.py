@@ -75,6 +75,12 @@ def shared_scan_problems(
                 f"{where[0]}, column ct_dicom: the rows sharing this emission series ({others}) "
                 "name different CTs; a shared scan has one CT: give them all the same ct_dicom"
             )
+        if len({str(r.get("patient_position")) for r in members}) > 1:
+            problems.append(
+                f"{where[0]}, column patient_position: the rows of one shared scan ({others}) "
+                "give different positions; the animals of one scan lie one way (the scan's "
+                "frame is turned once): give them all the same patient_position"
+            )
         positions: dict[str, str] = {}
         for w, r in zip(where, members, strict=True):
             problems += _per_animal_values(w, r, animal_rows.get(r["animal_id"], {}), animals_path)

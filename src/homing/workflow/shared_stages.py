@@ -83,13 +83,27 @@ def _cut(image_nii: Path, box_mm, sidecar: dict, split_json: Path, animal: dict)
 
 
 def cut_shared_ct(
-    ct_nii: Path, ct_json: Path, split_json: Path, animal_id: str, out_nii: Path, out_json: Path
+    ct_nii: Path,
+    ct_json: Path,
+    split_json: Path,
+    animal_id: str,
+    out_nii: Path,
+    out_json: Path,
+    orientation_png: Path | None = None,
+    where: str = "scans.tsv",
 ) -> None:
-    """One animal's CT (HU), cut from the shared CT by its box in the split record."""
+    """One animal's CT (HU), cut from the shared CT by its box in the split record, its
+    orientation checked on its own anatomy (stages.check_ct_orientation)."""
     from homing.dicom.ingest import write_volume
+    from homing.workflow.stages import check_ct_orientation
 
     animal = _animal_record(split_json, animal_id)
     vol = _cut(ct_nii, animal["cut_box_mm"], _read_json(ct_json), split_json, animal)
+    if orientation_png is not None:
+        try:
+            check_ct_orientation(vol, f"{ct_nii} cut for {animal_id}", Path(orientation_png))
+        except HomingError as exc:
+            raise HomingError(f"{where}: {exc}") from exc
     write_volume(vol, Path(out_nii), Path(out_json))
 
 

@@ -87,20 +87,47 @@ def ingest_series(
     uid: str | None = None,
     where: str = "scans.tsv",
     max_missing_slices: int | None = None,
+    patient_position: str | None = None,
+    orientation_png: Path | None = None,
 ) -> None:
     """DICOM folder → NIfTI (float32; Bq/mL or HU) + JSON sidecar. ``uid`` picks the series
     when the folder holds several; ``where`` names the scan's sheet row in messages;
-    ``max_missing_slices`` (config ``ingest``) are interpolated and flagged."""
+    ``max_missing_slices`` (config ``ingest``) are interpolated and flagged;
+    ``patient_position`` corrects a wrong header (scans.tsv). A CT's orientation is
+    checked on its anatomy (:func:`check_ct_orientation`, figure ``orientation_png``)."""
     from homing.dicom import ingest
 
     try:
-        vol = ingest.ingest(Path(folder), kind, overrides or None, uid, max_missing_slices)
+        vol = ingest.ingest(
+            Path(folder), kind, overrides or None, uid, max_missing_slices, patient_position
+        )
+        if kind == "ct" and orientation_png is not None:
+            check_ct_orientation(vol, Path(folder), Path(orientation_png))
     except HomingError as exc:
         # The sheet row too: the message says which scans.tsv column fixes it.
         raise HomingError(f"{where}: {exc}") from exc
     for w in vol.sidecar.get("Warnings", []):
         logging.warning(w)
     ingest.write_volume(vol, Path(out_nii), Path(out_json))
+
+
+def check_ct_orientation(vol, source, qc_png: Path) -> None:
+    """The CT's anatomy against its RAS frame (homing.registration.orientation): a
+    disagreement is a HomingError naming the figure ``qc_png``; the result goes in the
+    sidecar (``AnatomyOrientation``), and an undecided one flags the scan's rows
+    ``orientation_unverified`` (e.g. a field of view without lungs)."""
+    from homing.registration import orientation
+
+    result = orientation.check_orientation(
+        vol.data, vol.affine, str(source), qc_png, vol.sidecar.get("PatientPosition")
+    )
+    vol.sidecar["AnatomyOrientation"] = {
+        "Status": result["status"],
+        "AnglesFromHeaderDeg": {k: round(v, 1) for k, v in result["angles_deg"].items()},
+        **({"Why": result["why"]} if "why" in result else {}),
+    }
+    if result["status"] != "ok":
+        vol.sidecar["HomingFlags"] = vol.sidecar.get("HomingFlags", []) + ["orientation_unverified"]
 
 
 def pet_to_ct(
