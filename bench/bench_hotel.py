@@ -46,23 +46,10 @@ def simulate_both(design_name: str, out: Path, atlas: str) -> tuple[Path, Path]:
     return studies
 
 
-def on_grid(truth_nii: Path, reference) -> np.ndarray:
-    """The truth labels (nearest neighbour) on ``reference``'s grid, through both affines: a
-    hotel animal's truth lies on the simulator's shared grid, which the ingested, cut CT
-    may store with its axes flipped (feet first, supine)."""
-    from scipy import ndimage
-
-    truth = nib.load(str(truth_nii))
-    ref_to_truth = np.linalg.inv(truth.affine) @ reference.affine
-    return ndimage.affine_transform(
-        np.asarray(truth.dataobj), ref_to_truth[:3, :3], ref_to_truth[:3, 3],
-        output_shape=reference.shape[:3], order=0, mode="constant", cval=0,
-    )  # fmt: skip
-
-
 def organ_dice(work: Path, study: Path) -> pd.DataFrame:
     """Dice of the workflow's CT-grid labels with the truth, per animal, session and organ."""
     from homing.registration import atlas
+    from homing.registration.images import labels_on_grid
     from homing.registration.qc import dice
 
     label_of = {o.name: o.label for o in atlas.ORGANS}
@@ -72,7 +59,10 @@ def organ_dice(work: Path, study: Path) -> pd.DataFrame:
         base = work / f"results/sub-{a}/ses-{s}/anat/sub-{a}_ses-{s}"
         labels = nib.load(f"{base}_space-ct_dseg.nii.gz")
         est = np.asarray(labels.dataobj)
-        truth = on_grid(study / f"truth/sub-{a}/ses-{s}/labels_ct.nii.gz", labels)
+        # The truth lies on the simulator's shared grid, which the ingested, cut CT may
+        # store with its axes flipped (feet first, supine).
+        truth_img = nib.load(study / f"truth/sub-{a}/ses-{s}/labels_ct.nii.gz")
+        truth = labels_on_grid(truth_img, labels.affine, labels.shape)
         rows += [
             {
                 "animal_id": a,

@@ -114,3 +114,28 @@ def organ_table_from_labels(
     voxel_mm = [(voxel_ml * 1000.0) ** (1.0 / 3.0)] * 3
     config = QuantSettings(psf_fwhm_mm=psf_fwhm_mm, tissue_density_g_per_ml=density, **settings)
     return organ_table(pet, fractions, present, voxel_mm, sidecar, organs, animal, config)
+
+
+def cheap_hotel_design() -> dict:
+    """The shipped hotel design at test cost (0.4 mm CT, 0.8 mm PET, no random warp): the two
+    ex vivo mice side by side at d0 (head first supine), d3 (feet first supine) and d7 (head
+    first supine written as feet first on purpose); the four tracer mice feet first supine
+    with two CT slices missing and 1e-4 mm position jitter."""
+    from homing.sim import simulate
+
+    design = simulate.load_design(simulate.design_path("hotel"))
+    design["anatomy"].update(ct_voxel_mm=0.4, deformation_mm=0.0)
+    design["scanner"]["pet_voxel_mm"] = 0.8
+    exvivo = design["cohorts"][0]
+    exvivo["sessions"] = [
+        {"id": "d0", "scan_start": "2026-04-01T12:00:00", "dicom": {"patient_position": "HFS"}},
+        {"id": "d3", "scan_start": "2026-04-04T10:30:00", "dicom": {"patient_position": "FFS"}},
+        {
+            "id": "d7",
+            "scan_start": "2026-04-08T10:30:00",
+            "dicom": {"patient_position": "HFS", "header_orientation_error": "flip_head_feet"},
+        },
+    ]
+    for s in exvivo["sessions"]:
+        s["dicom"] = {**exvivo["dicom"], **s["dicom"]}
+    return design

@@ -84,7 +84,7 @@ FIRST_TESTS = (
 #: Session fixtures that run the whole workflow (minutes each): their tests go last.
 WORKFLOW_RUNS = ("full_run", "slurm_run", "resume_run")
 #: Session fixtures that simulate a study or register scans (tens of seconds).
-STUDIES = ("demo_study", "quirks_study", "separate_frame_scan", "matrix_study")
+STUDIES = ("demo_study", "quirks_study", "separate_frame_scan", "matrix_study", "hotel_studies")
 
 
 def _tier(item) -> tuple[int, int]:
@@ -226,6 +226,26 @@ def small_study(demo_study, tmp_path_factory) -> Path:
     second run of the workflow (e.g. through SLURM) at about 30 % of the demo's cost. Returns
     the folder holding its config.yaml and sheets."""
     return _small_study(demo_study, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def hotel_studies(tmp_path_factory, digimouse_json):
+    """(hotel study, alone study of the ex vivo pair) of builders.cheap_hotel_design, once per
+    session: the simulator's tests and the shared-scan workflow test read the same one."""
+    from homing.sim import simulate
+
+    from .builders import cheap_hotel_design
+
+    root = tmp_path_factory.mktemp("hotel")
+    design = simulate.resolve_design(cheap_hotel_design())
+    simulate.simulate(design, root / "hotel", digimouse_json, jobs=1)
+    design["hotel"]["alone"] = True
+    simulate.simulate(design, root / "alone", digimouse_json, only_animals=set(HOTEL_PAIR), jobs=1)
+    return root / "hotel", root / "alone"
+
+
+#: The two ex vivo mice that share each session's scan in builders.cheap_hotel_design.
+HOTEL_PAIR = ["HA01", "HA02"]
 
 
 @pytest.fixture(scope="session")

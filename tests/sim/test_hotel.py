@@ -24,40 +24,11 @@ from homing.sim.design import CT_BLUR_VOXELS
 from homing.sim.hotel import PART_LABELS
 from homing.sim.hotel_design import LINE_LUMEN_HU, POLYMER_HU
 
+from ..builders import cheap_hotel_design
+
 SKELETON, LUNGS = 2, 21
 PAIR = ["HA01", "HA02"]
 FOUR = ["HB01", "HB02", "HB03", "HC01"]
-
-
-def _cheap_design() -> dict:
-    """The shipped hotel design at test cost, with its sessions' orientations (see above)."""
-    design = simulate.load_design(simulate.design_path("hotel"))
-    design["anatomy"].update(ct_voxel_mm=0.4, deformation_mm=0.0)
-    design["scanner"]["pet_voxel_mm"] = 0.8
-    exvivo = design["cohorts"][0]
-    exvivo["sessions"] = [
-        {"id": "d0", "scan_start": "2026-04-01T12:00:00", "dicom": {"patient_position": "HFS"}},
-        {"id": "d3", "scan_start": "2026-04-04T10:30:00", "dicom": {"patient_position": "FFS"}},
-        {
-            "id": "d7",
-            "scan_start": "2026-04-08T10:30:00",
-            "dicom": {"patient_position": "HFS", "header_orientation_error": "flip_head_feet"},
-        },
-    ]
-    for s in exvivo["sessions"]:
-        s["dicom"] = {**exvivo["dicom"], **s["dicom"]}
-    return design
-
-
-@pytest.fixture(scope="module")
-def hotel_studies(tmp_path_factory, digimouse_json):
-    """(hotel study, alone study of the ex vivo pair)."""
-    root = tmp_path_factory.mktemp("hotel")
-    design = simulate.resolve_design(_cheap_design())
-    simulate.simulate(design, root / "hotel", digimouse_json, jobs=1)
-    design["hotel"]["alone"] = True
-    simulate.simulate(design, root / "alone", digimouse_json, only_animals=set(PAIR), jobs=1)
-    return root / "hotel", root / "alone"
 
 
 def _tsv(path: Path) -> pd.DataFrame:
@@ -65,7 +36,7 @@ def _tsv(path: Path) -> pd.DataFrame:
 
 
 def _problems(edit) -> str:
-    design = _cheap_design()
+    design = cheap_hotel_design()
     edit(design)
     with pytest.raises(HomingError) as err:
         simulate.resolve_design(design)

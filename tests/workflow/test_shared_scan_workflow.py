@@ -1,15 +1,15 @@
-"""A shared ("mouse hotel") scan through the workflow up to each animal's own CT and PET: two
-simulated mice side by side on a cradle with lines and a nose cone, in one PET/CT (cheap
-grids: 0.4 mm CT, 0.8 mm PET). The series are converted once, the bodies found and
-assigned by scans.tsv's scan_position, and each animal cut out with its own sidecar; the
-same mice simulated alone are the reference. A sheet naming three animals for the two
-bodies stops at the split, naming the scan and both counts, and leaves no animal's output.
+"""A shared ("mouse hotel") scan through the workflow up to each animal's own CT and PET:
+two simulated mice side by side on a cradle with lines and a nose cone, in one PET/CT
+(builders.cheap_hotel_design's d0: 0.4 mm CT, 0.8 mm PET, head first supine). The series
+are converted once, the bodies found and assigned by scans.tsv's scan_position, and each
+animal cut out with its own sidecar; the same mice simulated alone are the reference. A
+sheet naming three animals for the two bodies stops at the split, naming the scan and both
+counts, and leaves no animal's output.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from homing.dicom.read import read_series
+from homing.registration.images import labels_on_grid
 from homing.sim import simulate
 
 from ..conftest import snakemake
@@ -27,33 +28,27 @@ PAIR = ("HA01", "HA02")
 SCAN = "d0-HA01-HA02"
 
 
-def _design() -> dict:
-    design = simulate.load_design(simulate.design_path("hotel"))
-    design["anatomy"].update(ct_voxel_mm=0.4, deformation_mm=0.0)
-    design["scanner"]["pet_voxel_mm"] = 0.8
-    design["cohorts"][0]["sessions"] = design["cohorts"][0]["sessions"][:1]
-    return simulate.resolve_design(design)
-
-
 @pytest.fixture(scope="module")
-def hotel(tmp_path_factory, digimouse_json):
-    """(hotel study, alone study, workflow folder) with the pair's CT and PET cut."""
+def hotel(hotel_studies, digimouse_json, tmp_path_factory):
+    """(hotel study, alone study, workflow folder) with the pair's d0 CT and PET cut."""
+    study, alone = hotel_studies
     root = tmp_path_factory.mktemp("shared")
-    design = _design()
-    simulate.simulate(design, root / "hotel", digimouse_json, only_animals=set(PAIR), jobs=1)
-    design["hotel"]["alone"] = True
-    simulate.simulate(design, root / "alone", digimouse_json, only_animals=set(PAIR), jobs=1)
-    simulate.write_config(root / "hotel", digimouse_json)
+    config = simulate.write_config(study, digimouse_json)
     targets = [
         f"results/sub-{a}/ses-d0/{kind}/sub-{a}_ses-d0_{name}"
         for a in PAIR
         for kind, name in (("anat", "ct.json"), ("pet", "pet.json"))
     ]
     # Targets after an option: right after --configfile they would be read as config files.
-    run = snakemake(root / "work", "--cores", "2", *targets,
-                    configfile=root / "hotel" / "config.yaml")  # fmt: skip
+    run = snakemake(root / "work", "--cores", "2", *targets, configfile=config)
     assert run.returncode == 0, run.stderr[-3000:]
-    return root / "hotel", root / "alone", root / "work"
+    return study, alone, root / "work"
+
+
+def _d0_rows(study: Path) -> pd.DataFrame:
+    """The d0 rows of the study's scans.tsv, by animal."""
+    scans = pd.read_csv(study / "scans.tsv", sep="\t", dtype={"animal_id": str})
+    return scans[scans.session_id == "d0"].set_index("animal_id")
 
 
 def _image(work: Path, animal: str, kind: str):
@@ -67,10 +62,10 @@ def test_the_series_are_converted_once_and_split_by_position(hotel):
     shared = work / "results/shared" / SCAN
     assert {p.name for p in shared.iterdir()} >= {"ct.nii.gz", "pet.nii.gz", "split.json"}
     record = json.loads((shared / "split.json").read_text())
-    scans = pd.read_csv(study / "scans.tsv", sep="\t", dtype={"animal_id": str})
+    scans = _d0_rows(study)
     assert record["scan"]["n_bodies"] == 2
     for a in PAIR:
-        sheet_position = int(scans.set_index("animal_id").loc[a, "scan_position"])
+        sheet_position = int(scans.loc[a, "scan_position"])
         assert record["animals"][a]["position"] == sheet_position
     assert (shared / "split.png").stat().st_size > 10_000
 
@@ -78,32 +73,29 @@ def test_the_series_are_converted_once_and_split_by_position(hotel):
 def test_each_cut_ct_holds_its_animal_and_not_its_neighbour(hotel):
     study, _, work = hotel
     for a, other in (PAIR, PAIR[::-1]):
-        ct, sidecar = _image(work, a, "anat")
-        box = tuple(slice(lo, hi) for lo, hi in sidecar["SharedScan"]["CutVoxels"])
-        own = np.asarray(nib.load(study / f"truth/sub-{a}/ses-d0/labels_ct.nii.gz").dataobj) > 0
-        neighbour = (
-            np.asarray(nib.load(study / f"truth/sub-{other}/ses-d0/labels_ct.nii.gz").dataobj) > 0
+        ct, _ = _image(work, a, "anat")
+        own, neighbour = (
+            nib.load(study / f"truth/sub-{x}/ses-d0/labels_ct.nii.gz") for x in (a, other)
         )
-        assert ct.shape == own[box].shape
-        # The opening that drops the cradle also drops the thinnest tail tip beyond the
-        # cut margin: nearly all, not all, of the animal is in its box.
-        assert own[box].sum() >= 0.99 * own.sum()
-        assert neighbour[box].sum() == 0
+        own_total = int((np.asarray(own.dataobj) > 0).sum())
+        # Nearly all: the opening that drops the cradle also drops the thinnest tail tip
+        # beyond the cut margin.
+        assert (labels_on_grid(own, ct.affine, ct.shape) > 0).sum() >= 0.99 * own_total
+        assert (labels_on_grid(neighbour, ct.affine, ct.shape) > 0).sum() == 0
+        # The cut keeps the shared scan's world coordinates: voxel sizes and axes unchanged.
         shared = nib.load(work / "results/shared" / SCAN / "ct.nii.gz")
-        np.testing.assert_allclose(
-            ct.affine[:3, 3], (shared.affine @ [*(s.start for s in box), 1])[:3], atol=1e-6
-        )
+        np.testing.assert_allclose(ct.affine[:3, :3], shared.affine[:3, :3], atol=1e-9)
 
 
 def test_each_cut_pet_has_its_own_sheet_values_and_the_activity_of_the_animal_alone(hotel):
     study, alone_study, work = hotel
-    scans = pd.read_csv(study / "scans.tsv", sep="\t", dtype={"animal_id": str})
+    scans = _d0_rows(study)
     for a in PAIR:
         pet, sidecar = _image(work, a, "pet")
         twin, twin_affine, _ = read_series(
             sorted((alone_study / f"dicom/sub-{a}/ses-d0/pet").iterdir()), "twin"
         )  # Bq/mL (BQML, START): as the workflow's ingest reads it
-        row = scans.set_index("animal_id").loc[a]
+        row = scans.loc[a]
         # The animal's own dose (the header holds at most one animal's).
         assert sidecar["InjectedRadioactivity"] == pytest.approx(row.injected_activity_mbq)
         assert sidecar["SharedScan"]["Scan"] == SCAN
@@ -119,20 +111,24 @@ def test_each_cut_pet_has_its_own_sheet_values_and_the_activity_of_the_animal_al
 
 
 def test_three_animals_on_a_two_body_scan_stop_at_the_split_and_leave_no_output(hotel, tmp_path):
-    study = tmp_path / "study"
-    shutil.copytree(hotel[0], study)
+    study = hotel[0]
     animals = pd.read_csv(study / "animals.tsv", sep="\t", dtype=str, keep_default_na=False)
     scans = pd.read_csv(study / "scans.tsv", sep="\t", dtype=str, keep_default_na=False)
-    extra = animals.iloc[[0]].assign(animal_id="HA09")
-    pd.concat([animals, extra]).to_csv(study / "animals.tsv", sep="\t", index=False)
+    scans = scans[scans.animal_id.isin(PAIR) & (scans.session_id == "d0")]
+    for column in ("emission_dicom", "ct_dicom"):
+        scans[column] = [str(study / f) for f in scans[column]]
+    extra = animals[animals.animal_id == PAIR[0]].assign(animal_id="HA09")
+    pd.concat([animals[animals.animal_id.isin(PAIR)], extra]).to_csv(
+        tmp_path / "animals.tsv", sep="\t", index=False
+    )
     row = scans.iloc[[0]].assign(animal_id="HA09", scan_position="3")
-    pd.concat([scans, row]).to_csv(study / "scans.tsv", sep="\t", index=False)
+    pd.concat([scans, row]).to_csv(tmp_path / "scans.tsv", sep="\t", index=False)
     config = yaml.safe_load((study / "config.yaml").read_text())
-    config.update(animals=str(study / "animals.tsv"), scans=str(study / "scans.tsv"))
-    (study / "config.yaml").write_text(yaml.safe_dump(config))
+    config.update(animals=str(tmp_path / "animals.tsv"), scans=str(tmp_path / "scans.tsv"))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     work = tmp_path / "work"
     target = "results/sub-HA01/ses-d0/anat/sub-HA01_ses-d0_ct.json"
-    run = snakemake(work, "--cores", "1", target, configfile=study / "config.yaml")
+    run = snakemake(work, "--cores", "1", target, configfile=tmp_path / "config.yaml")
     assert run.returncode != 0
     scan = "d0-HA01-HA02-HA09"
     log = (work / f"logs/shared/{scan}/split_shared_scan.log").read_text()

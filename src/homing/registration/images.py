@@ -134,3 +134,14 @@ def trunk_mask(work, margin_mm: float = 1.0):
     if reach and limbs.any():
         limbs = ndimage.binary_dilation(limbs, structure=masks.ball(reach))
     return work.new_image_like((~limbs).astype(np.float32))
+
+
+def labels_on_grid(labels_img, affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A label image (nibabel) on another grid of the same space (``affine``, ``shape``),
+    nearest neighbour through both affines (mm): e.g. truth labels written on a simulator's
+    grid onto an ingested CT that stores its axes flipped, or onto a cut of it."""
+    to_labels = np.linalg.inv(labels_img.affine) @ np.asarray(affine, dtype=float)
+    return ndimage.affine_transform(
+        np.asarray(labels_img.dataobj), to_labels[:3, :3], to_labels[:3, 3],
+        output_shape=tuple(shape[:3]), order=0, mode="constant", cval=0,
+    )  # fmt: skip
