@@ -34,15 +34,9 @@ import numpy as np
 from homing import HomingError
 from homing.core import io
 from homing.dicom.discover import discover_series, select_series
-from homing.dicom.read import (
-    SliceGrid,
-    Volume,
-    check_missing_slices,
-    fill_missing_slices,
-    read_series_on_grid,
-    time_groups,
-)
+from homing.dicom.read import Volume, read_series_on_grid, time_groups
 from homing.dicom.sidecar import ct_sidecar, emission_sidecar
+from homing.dicom.slices import SliceGrid, check_missing_slices, fill_missing_slices
 from homing.dicom.times import dynamic_timing
 from homing.dicom.units import unit_factors
 
