@@ -572,10 +572,12 @@ def test_ex_vivo_injection_in_the_sheet_must_be_the_infusion(sheets):
     assert_names(msg, str(sheets.scans_path), "row 2", "column injection_datetime", "11:30")
 
 
-def test_two_animals_cannot_name_one_emission_folder(sheets):
+def test_two_animals_naming_one_emission_folder_must_say_where_each_lies(sheets):
+    # Two rows naming one PET are a shared scan ("mouse hotel"): each needs its place, and
+    # both rows one CT (tests/workflow/test_shared_scans.py has the rest).
     sheets.scans[2]["emission_dicom"] = sheets.scans[0]["emission_dicom"]
     msg = sheets.error()
-    assert_names(msg, str(sheets.scans_path), "row 4", "column emission_dicom", "row 2")
+    assert_names(msg, str(sheets.scans_path), "row 4", "scan_position", "column ct_dicom")
 
 
 def test_scans_sheet_with_a_header_only_stops(sheets):
