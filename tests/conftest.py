@@ -238,8 +238,11 @@ def hotel_studies(tmp_path_factory, digimouse_json):
 
     root = tmp_path_factory.mktemp("hotel")
     design = simulate.resolve_design(cheap_hotel_design())
-    simulate.simulate(design, root / "hotel", digimouse_json, jobs=1)
+    # Two groups, one process each: the second core is free while the demo run waits.
+    simulate.simulate(design, root / "hotel", digimouse_json, jobs=2)
+    # The twins of the pair at d0 only (an animal's sessions each have their own streams).
     design["hotel"]["alone"] = True
+    design["cohorts"][0]["sessions"] = design["cohorts"][0]["sessions"][:1]
     simulate.simulate(design, root / "alone", digimouse_json, only_animals=set(HOTEL_PAIR), jobs=1)
     return root / "hotel", root / "alone"
 

@@ -11,14 +11,11 @@ from homing.registration import orientation
 
 
 @pytest.fixture(scope="module")
-def mouse_ct(tmp_path_factory, digimouse_json):
-    """EX01 d0 of the demo design (head first, prone): (HU, RAS affine)."""
+def mouse_ct(demo_study):
+    """EX01 d0 of the demo study (head first, prone): (HU, RAS affine)."""
     from homing.dicom.read import read_series
-    from homing.sim import simulate
 
-    out = tmp_path_factory.mktemp("orientation") / "demo"
-    simulate.simulate("demo", out, digimouse_json, only_animals={"EX01"}, jobs=1)
-    folder = out / "dicom" / "sub-EX01" / "ses-d0" / "ct"
+    folder = demo_study / "dicom" / "sub-EX01" / "ses-d0" / "ct"
     hu, affine, _ = read_series(sorted(p for p in folder.rglob("*") if p.is_file()), "EX01 d0")
     return hu, affine
 
