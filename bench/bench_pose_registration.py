@@ -52,15 +52,12 @@ do, not of a stretched forelimb the registration sees.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from bench_registration import run_measured
 from scipy import ndimage
 
 from homing.dicom import ingest
@@ -71,7 +68,6 @@ from homing.sim.design import CT_BLUR_VOXELS, SIM_ORGANS
 
 REPO = Path(__file__).resolve().parents[1]
 ORGANS = ["liver", "lungs", "heart", "kidneys", "skeleton", "spleen", "stomach", "bladder"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1"}
 VARIANTS = {
     "current": "CT_STAGES, 'keep'",
     "limbs-masked": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), 'mask'",
@@ -171,21 +167,6 @@ def _limbs(labels: np.ndarray, voxel: float) -> tuple[np.ndarray, int]:
     return full, n
 
 
-def run_measured(code: str) -> tuple[float, float]:
-    """Python code in a child process: (wall s, CPU s)."""
-    report = (
-        "\nimport resource as _r; _u = _r.getrusage(_r.RUSAGE_SELF)"
-        "; print('CPU_S', _u.ru_utime + _u.ru_stime)"
-    )
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-c", code + report], env=ENV, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"failed: {code}\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - start, float(proc.stdout.split("CPU_S")[-1].split()[0])
-
-
 def scores(labels: Path, truth: np.ndarray, limbs: np.ndarray) -> list[float]:
     """Organ Dice (ORGANS), then the skeleton's away from the limbs (``limbs``: where they
     were or are, widened 1 mm)."""
@@ -260,7 +241,7 @@ def main() -> None:
                 rows.append((f"{case} {variant}", scores(out / "labels.nii.gz", truth[case],
                              limbs[case]), float("nan")))  # fmt: skip
                 continue
-            wall, cpu = run_measured(code)
+            wall, cpu, _ = run_measured(code)
             warp.warp_labels(
                 atlas_labels, ct[case], [out / "warp.nii.gz", out / "aff.mat"], [False] * 2,
                 out / "labels.nii.gz",
