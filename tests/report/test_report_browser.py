@@ -73,7 +73,9 @@ def _screenshot(page, tmp_path: Path, name: str) -> Path:
     page.screenshot(path=str(path))
     assert path.stat().st_size > 20_000
     if os.environ.get("HOMING_SCREENSHOT_DIR"):
-        shutil.copy(path, Path(os.environ["HOMING_SCREENSHOT_DIR"]) / name)
+        folder = Path(os.environ["HOMING_SCREENSHOT_DIR"])
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / name)
     return path
 
 
