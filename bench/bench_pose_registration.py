@@ -57,7 +57,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from bench_registration import run_measured
+from bench_registration import ORGANS, REPO, run_measured
 from scipy import ndimage
 
 from homing.dicom import ingest
@@ -66,8 +66,6 @@ from homing.registration.qc import dice
 from homing.sim import phantom, simulate
 from homing.sim.design import CT_BLUR_VOXELS, SIM_ORGANS
 
-REPO = Path(__file__).resolve().parents[1]
-ORGANS = ["liver", "lungs", "heart", "kidneys", "skeleton", "spleen", "stomach", "bladder"]
 VARIANTS = {
     "current": "CT_STAGES, 'keep'",
     "limbs-masked": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), 'mask'",
