@@ -29,7 +29,8 @@ Dice "skel-trk" is the skeleton's away from the limbs (where they were or are, w
   first two stages compare;
 * piecewise: current, then each atlas limb turned onto the CT's (limbs.refine_limbs).
 
-Measured (``--angle 30``; posed / unposed organ Dice and CPU s: ct_to_atlas.LIMB_MODES)::
+Measured with the SyN stage on Mattes MI, before CT_SYN_STAGE took cross-correlation
+(``--angle 30``; posed / unposed organ Dice and CPU s: ct_to_atlas.LIMB_MODES)::
 
     scan / variant           liver  lungs  heart kidney skelet spleen stomac bladde skel-t
     posed current             .979   .983   .981   .970   .875   .950   .960   .961   .931

@@ -69,6 +69,33 @@ SYN_STAGES = {"syn_metric": "mattes", "reg_iterations": SYN_ITERATIONS}
 #:   skeleton 0.929, but RE01 d1 0.925 (−0.011 to SyNQuick) and +6 s; mean squares at
 #:   1.6 mm as well: spleen −0.010, bladder −0.009 on EX01;
 #: * the affine without its third level (shrink 2 again): Dice ±0.001, time within noise.
+#:
+#: Limb pose (session 8): with Mattes in the SyN stage (CT_MATTES_SYN_STAGE) the posed hotel
+#: mice (bench/bench_hotel.py: hind limbs and tail bent 8–20°) kept a skeleton Dice of
+#: 0.83–0.88: at 1.6 mm Mattes "converged" after 8–10 iterations without improving (its value
+#: wanders by ±0.005; one whole-body histogram barely notices a foot), so the atlas's feet
+#: stayed where they were. Neighbourhood cross-correlation (CC, radius 1 voxel of the level:
+#: 4.8 mm windows at 1.6 mm, 2.4 mm at 0.8 mm) pulls each structure's edges on its own and
+#: improves every iteration, so the stage runs its 40 at 1.6 mm. Measured (one registration
+#: alone, 1 thread, CPU s; skeleton Dice / worst other organ vs truth):
+#:
+#: * hotel HA01 d0 (head first prone): Mattes 37 s, .827; CC r1 40x5 43 s, .899, every organ
+#:   equal or better (spleen .923 → .940, bladder .959 → .972); CC r2 40x20 92 s, .900;
+#:   CC r2 40x5 53 s, .901; CC r1 at 1.6 mm only 35 s, .810; then Mattes at 0.8 mm: .900 but
+#:   stomach −0.024, spleen −0.012; a longer Mattes step (0.5): .805;
+#: * all 7 hotel scans each to the atlas, CC r1 40x5: skeleton .885–.921 (Mattes .827–.877);
+#:   the cost is the kidneys (.928–.966, Mattes .965–.970) and on one mouse the liver (.938);
+#: * Mattes + CC together (0.5/0.5) or CC on a bone-only or an outline-and-bone image (soft
+#:   tissue flattened): skeleton .862–.899, but bladder down to .905 or stomach/spleen −0.01 to
+#:   −0.03 — the organs need Mattes's soft-tissue contrast, the feet CC's edges; CC on the
+#:   attenuation itself was the best compromise;
+#: * unposed demo mice (bench/bench_registration.py --animals 3 --sessions 2, seed 101, 6
+#:   scans, medians): skeleton .941 → .948, kidneys .969 → .961, other organs ±0.002; CT →
+#:   atlas wall 34.8 → 38.6 s.
+#:
+#: CT → reference (same animal, CT_REFERENCE_STAGES) keeps Mattes, 4 s less per later
+#: session: CC is not measured there, as the simulator poses an animal alike every session;
+#: through it the later sessions' skeleton was .938 (atlas stage Mattes) and .940 (CC).
 CT_AFFINE_STAGE = {
     "transform": "Affine[0.25]",
     "metric": "Mattes[{f},{m},1,32,Regular,0.2]",
@@ -76,10 +103,17 @@ CT_AFFINE_STAGE = {
     "shrink_factors": "4x2x2",
     "smoothing_sigmas": "3x2x1vox",
 }
-CT_SYN_STAGE = {
+CT_MATTES_SYN_STAGE = {
     "transform": "SyN[0.2,3,0]",
     "metric": "Mattes[{f},{m},1,32]",
     "convergence": "[40x20x0,1e-7,8]",
+    "shrink_factors": "4x2x1",
+    "smoothing_sigmas": "2x0x0vox",
+}
+CT_SYN_STAGE = {
+    "transform": "SyN[0.2,3,0]",
+    "metric": "CC[{f},{m},1,1]",
+    "convergence": "[40x5x0,1e-7,8]",
     "shrink_factors": "4x2x1",
     "smoothing_sigmas": "2x0x0vox",
 }
@@ -91,14 +125,16 @@ CT_FINE_STAGE = {
     "smoothing_sigmas": "0vox",
 }
 CT_STAGES = (CT_AFFINE_STAGE, CT_SYN_STAGE, CT_FINE_STAGE)
-#: CT → reference session (same animal, another day): the same stages. On the later
+#: CT → reference session (same animal, another day): the same stages but Mattes in the SyN
+#: stage (see above; the figures here are of Mattes in both). On the later
 #: sessions of ``bench/bench_registration.py --animals 2 --sessions 2`` the skeleton Dice
 #: was 0.941 (each session to the atlas), 0.937 through the reference with these stages, and
 #: 0.921 without the 0.4 mm one (9 s less per scan), other organs within 0.005 in all three:
 #: thin bone moves between sessions by more than the 0.8 mm level resolves.
-CT_REFERENCE_STAGES = CT_STAGES
+CT_REFERENCE_STAGES = (CT_AFFINE_STAGE, CT_MATTES_SYN_STAGE, CT_FINE_STAGE)
 #: What CT → atlas makes of distal limbs and tail (``register_ct_to_atlas(limbs=...)``);
-#: "keep" stays the default: nothing else measurably helped. bench/bench_pose_registration.py
+#: "keep" stays the default: nothing else measurably helped. Measured with the SyN stage on
+#: Mattes MI (CT_MATTES_SYN_STAGE), before CC took over for pose. bench/bench_pose_registration.py
 #: (demo EX01 d0; its distal limbs — forelimbs and hind feet — bent 30° outward about their
 #: joints on the true labels and the CT rendered again; 1 thread), organ Dice posed /
 #: unposed, "skel-trk" the skeleton away from the limbs:
