@@ -22,7 +22,6 @@ import copy
 from pathlib import Path
 
 import nibabel as nib
-import numpy as np
 import pandas as pd
 from workflow_run import DEFAULT_ATLAS, run_workflow
 
@@ -48,29 +47,21 @@ def simulate_both(design_name: str, out: Path, atlas: str) -> tuple[Path, Path]:
 
 def organ_dice(work: Path, study: Path) -> pd.DataFrame:
     """Dice of the workflow's CT-grid labels with the truth, per animal, session and organ."""
-    from homing.registration import atlas
-    from homing.registration.images import labels_on_grid
-    from homing.registration.qc import dice
+    from homing.registration.qc import organ_dice as dice_of
 
-    label_of = {o.name: o.label for o in atlas.ORGANS}
     scans = pd.read_csv(study / "scans.tsv", sep="\t", dtype=IDS)
     rows = []
     for a, s in zip(scans.animal_id, scans.session_id, strict=True):
         base = work / f"results/sub-{a}/ses-{s}/anat/sub-{a}_ses-{s}"
-        labels = nib.load(f"{base}_space-ct_dseg.nii.gz")
-        est = np.asarray(labels.dataobj)
         # The truth lies on the simulator's shared grid, which the ingested, cut CT may
-        # store with its axes flipped (feet first, supine).
-        truth_img = nib.load(study / f"truth/sub-{a}/ses-{s}/labels_ct.nii.gz")
-        truth = labels_on_grid(truth_img, labels.affine, labels.shape)
+        # store with its axes flipped (feet first, supine): organ_dice resamples it.
+        scores = dice_of(
+            nib.load(f"{base}_space-ct_dseg.nii.gz"),
+            nib.load(study / f"truth/sub-{a}/ses-{s}/labels_ct.nii.gz"),
+            ORGANS,
+        )
         rows += [
-            {
-                "animal_id": a,
-                "session_id": s,
-                "organ": o,
-                "dice": dice(est == label_of[o], truth == label_of[o]),
-            }
-            for o in ORGANS
+            {"animal_id": a, "session_id": s, "organ": o, "dice": d} for o, d in scores.items()
         ]
     return pd.DataFrame(rows)
 

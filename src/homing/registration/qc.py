@@ -88,6 +88,20 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int(np.count_nonzero(a & b)) / total
 
 
+def organ_dice(labels_img, truth_img, organs: list[str]) -> dict[str, float]:
+    """Dice, per organ name, of a label image on a CT's grid (nibabel; atlas label values)
+    against true labels (nibabel, e.g. a simulator's ``truth/…/labels_ct.nii.gz``) on any
+    grid of the same space: the truth is carried onto the labels' grid first
+    (images.labels_on_grid), so a cut or axis-flipped CT is scored as it was ingested."""
+    from homing.registration.atlas import ORGANS
+    from homing.registration.images import labels_on_grid
+
+    label = {o.name: o.label for o in ORGANS}
+    est = np.asarray(labels_img.dataobj)
+    truth = labels_on_grid(truth_img, labels_img.affine, est.shape)
+    return {o: dice(est == label[o], truth == label[o]) for o in organs}
+
+
 def qc_stride(n_voxels: int, max_voxels: int = QC_MAX_VOXELS) -> int:
     """Smallest integer stride s (voxels) with n_voxels / s³ ≤ max_voxels."""
     s = max(1, math.ceil((n_voxels / max_voxels) ** (1.0 / 3.0)))
