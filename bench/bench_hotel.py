@@ -12,6 +12,8 @@ noise) each in a scan of its own. Runs the workflow on both, then prints:
   ≥ 0.80 spleen, stomach, bladder);
 * per organ, how far each animal's hotel-scan %ID/g (partial-volume corrected) lies from
   the same animal's alone (median and largest |difference| in %);
+* per organ, the hotel organ mean's distance from the alone one in units of the table's
+  own noise SD of that mean (``noise_sd_of_mean_bq_per_ml``): what "within noise" means;
 * the wall time and peak memory of the shared-scan rules (Snakemake's benchmarks).
 """
 
@@ -89,6 +91,22 @@ def table_differences(hotel_work: Path, alone_work: Path, column: str) -> pd.Dat
     return both.reset_index()
 
 
+def noise_differences(hotel_work: Path, alone_work: Path) -> pd.DataFrame:
+    """Per organ: how far each animal's hotel-scan organ mean (Bq/mL as stored) lies from
+    its alone one, in units of the table's own noise SD of that mean (the alone row's
+    ``noise_sd_of_mean_bq_per_ml``): median and largest, over all rows."""
+    keys = ["animal_id", "session_id", "organ"]
+    hotel, alone = (
+        pd.read_csv(w / "results/study_organs.tsv", sep="\t", dtype=IDS).set_index(keys)
+        for w in (hotel_work, alone_work)
+    )
+    column = "mean_bq_per_ml_as_stored"
+    sds = (hotel[column] - alone[column]).abs() / alone["noise_sd_of_mean_bq_per_ml"]
+    sds = sds.dropna().reset_index(name="sd")
+    sds = sds[sds.organ.isin(ORGANS)]
+    return sds.groupby("organ").sd.agg(n="size", median="median", largest="max")
+
+
 def shared_rule_costs(work: Path) -> pd.DataFrame:
     """Wall s and peak MB of the shared-scan rules (benchmarks/shared/*/*.tsv)."""
     rows = []
@@ -132,6 +150,9 @@ def main() -> None:
             )
             print(f"\n{column}, {rows}: hotel scan against the same animal alone, |difference| %")
             print(summary.loc[[o for o in ORGANS if o in summary.index]].round(2).to_string())
+    print("\nOrgan mean (Bq/mL), hotel against alone, |difference| in the row's noise SD")
+    noise = noise_differences(works["hotel"], works["alone"])
+    print(noise.loc[[o for o in ORGANS if o in noise.index]].round(2).to_string())
     print("\nShared-scan rules (Snakemake benchmarks)")
     print(shared_rule_costs(works["hotel"]).round(2).to_string(index=False))
 
