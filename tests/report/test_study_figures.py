@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from homing import HomingError
+from homing.report import method_figures as mf
 from homing.report import mip_timeline as mip
 from homing.report import study_figures as sf
 
@@ -140,7 +141,7 @@ def test_cohorts_differ_by_colour_marker_and_line_style():
 
 
 def test_method_comparison_ratio_row_holds_reporter_over_exvivo(tmp_path):
-    fig, caption = sf.build_method_comparison(_study(), ORGANS)
+    fig, caption = mf.build_method_comparison(_study(), ORGANS)
     _units_everywhere(fig)
     ratio_axes = fig.axes[len(ORGANS) : 2 * len(ORGANS)]
     for ax in ratio_axes:
@@ -154,14 +155,14 @@ def test_method_comparison_ratio_row_holds_reporter_over_exvivo(tmp_path):
     assert top.get_yscale() == "log" and len(top.containers) == 2
     plt.close(fig)
     out = tmp_path / "methods.png"
-    sf.method_comparison(_study(), ORGANS, out)
+    mf.method_comparison(_study(), ORGANS, out)
     _non_trivial_png(out)
 
 
 def test_ratio_of_a_mean_below_detection_limit_is_an_open_marker():
     study = _study()
     study["min_detectable_live_cells"] = np.where(study.organ == "liver", 1e9, 1.0)
-    fig, caption = sf.build_method_comparison(study, ["liver", "spleen"])
+    fig, caption = mf.build_method_comparison(study, ["liver", "spleen"])
     liver, spleen = fig.axes[2:]
     (open_marks,) = [line for line in liver.get_lines() if "below" in str(line.get_gid())]
     assert len(open_marks.get_xdata()) == 3 and open_marks.get_markerfacecolor() == "white"
@@ -174,7 +175,7 @@ def test_organ_without_a_ratio_says_why():
     study = _study()
     reporter = study.labelling_method == "reporter_gene"
     study.loc[reporter & (study.organ == "liver"), "live_reporter_cells"] = -5.0
-    fig, _ = sf.build_method_comparison(study, ["liver"])
+    fig, _ = mf.build_method_comparison(study, ["liver"])
     (ratio_ax,) = fig.axes[1:]
     assert not [line for line in ratio_ax.get_lines() if line.get_gid() == "ratio"]
     assert any(t.get_text().startswith("no ratio") for t in ratio_ax.texts)
@@ -182,15 +183,15 @@ def test_organ_without_a_ratio_says_why():
 
 
 def test_days_further_apart_than_one_day_are_not_matched():
-    assert sf.match_days([1.0, 3.0, 10.0], [0.2, 2.5, 3.1, 8.5]) == [(0, 0), (1, 2)]
+    assert mf.match_days([1.0, 3.0, 10.0], [0.2, 2.5, 3.1, 8.5]) == [(0, 0), (1, 2)]
     # Each ex vivo session once: the closer reporter session takes it.
-    assert sf.match_days([2.0, 2.9], [2.8]) == [(1, 0)]
+    assert mf.match_days([2.0, 2.9], [2.8]) == [(1, 0)]
 
 
 def test_non_positive_cells_are_marked_not_dropped():
     study = _study()
     study.loc[study.labelling_method == "reporter_gene", "live_reporter_cells"] *= -1
-    fig, caption = sf.build_method_comparison(study, ["liver"])
+    fig, caption = mf.build_method_comparison(study, ["liver"])
     floor = [line for line in fig.axes[0].get_lines() if line.get_marker() == "v"]
     assert len(floor) == 1 and len(floor[0].get_xdata()) == 3
     assert "3 matched pairs had a mean ≤ 0" in caption
@@ -198,7 +199,7 @@ def test_non_positive_cells_are_marked_not_dropped():
 
 
 def test_free_label_and_retention(tmp_path):
-    fig, caption = sf.build_free_label_and_retention(_study())
+    fig, caption = mf.build_free_label_and_retention(_study())
     _units_everywhere(fig)
     bone, retention = fig.axes
     assert len(bone.get_lines()) == 3 and len(retention.get_lines()) == 3
@@ -208,7 +209,7 @@ def test_free_label_and_retention(tmp_path):
     assert "89Zr" in caption
     plt.close(fig)
     out = tmp_path / "bone.png"
-    sf.free_label_and_retention(_study(), out)
+    mf.free_label_and_retention(_study(), out)
     _non_trivial_png(out)
 
 
@@ -322,8 +323,8 @@ def test_every_figure_on_the_real_study(tmp_path):
         assert sf.organ_time_courses(study, metric, organs, out)
         _non_trivial_png(out)
     for name, draw in (
-        ("methods", lambda out: sf.method_comparison(study, organs, out)),
-        ("bone", lambda out: sf.free_label_and_retention(study, out)),
+        ("methods", lambda out: mf.method_comparison(study, organs, out)),
+        ("bone", lambda out: mf.free_label_and_retention(study, out)),
     ):
         assert draw(tmp_path / f"{name}.png")
         _non_trivial_png(tmp_path / f"{name}.png")

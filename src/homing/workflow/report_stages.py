@@ -57,6 +57,7 @@ def study_figures(study_tsv: Path, organs: list[str], out: dict[str, Path]) -> N
     against ex vivo cells, and free label with whole-body retention. ``out`` maps
     ``percent_id_per_g``, ``cells``, ``methods`` and ``free_label`` to PNG paths; a figure
     the study has no data for (e.g. no reporter cohort) says so in its PNG."""
+    from homing.report import method_figures as methods
     from homing.report import study_figures as figs
 
     study = figs.read_study(Path(study_tsv))
@@ -64,9 +65,9 @@ def study_figures(study_tsv: Path, organs: list[str], out: dict[str, Path]) -> N
     figs.organ_time_courses(study, "percent_id_per_g_pvc", present, Path(out["percent_id_per_g"]))
     _or_note(lambda: figs.organ_time_courses(study, "cells", present, Path(out["cells"])),
              Path(out["cells"]))  # fmt: skip
-    _or_note(lambda: figs.method_comparison(study, present, Path(out["methods"])),
+    _or_note(lambda: methods.method_comparison(study, present, Path(out["methods"])),
              Path(out["methods"]))  # fmt: skip
-    _or_note(lambda: figs.free_label_and_retention(study, Path(out["free_label"])),
+    _or_note(lambda: methods.free_label_and_retention(study, Path(out["free_label"])),
              Path(out["free_label"]))  # fmt: skip
 
 
