@@ -62,10 +62,10 @@ session, to its posed self and carry its true labels over: Mattes, CT_REFERENCE_
 better there on every organ, which is why CT → reference keeps it; neither follows the cut-off
 forelimbs (skeleton .935/.932).
 
-28–35 CPU s per registration (36–44 with CC). The bent forelimbs hang on by necks thinner than the body
-mask's opening (the posed body is in 5 parts at 0.4 mm, as printed), so the CT's working
-image leaves them out; the pose is a test of what the atlas's limbs and the CT's hind feet
-do, not of a stretched forelimb the registration sees.
+28–35 CPU s per registration (36–44 with CC). The bent forelimbs hang on by necks thinner
+than the body mask's opening (the posed body is in 5 parts at 0.4 mm, as printed), so the
+CT's working image leaves them out; the pose is a test of what the atlas's limbs and the
+CT's hind feet do, not of a stretched forelimb the registration sees.
 """
 
 from __future__ import annotations
