@@ -28,8 +28,10 @@ Dice "skel-trk" is the skeleton's away from the limbs (where they were or are, w
 * limbs-removed / limbs-removed-early: limbs set to air in the images every stage / the
   first two stages compare;
 * piecewise: current, then each atlas limb turned onto the CT's (limbs.refine_limbs).
+* cc, cc-piecewise: as current and piecewise, the SyN stage on cross-correlation
+  (``registration.ct_to_atlas_syn_metric: cc``).
 
-Measured with the SyN stage on Mattes MI, before CT_SYN_STAGE took cross-correlation
+Measured with the SyN stage on Mattes MI (CT_STAGES, the default)
 (``--angle 30``; posed / unposed organ Dice and CPU s: ct_to_atlas.LIMB_MODES)::
 
     scan / variant           liver  lungs  heart kidney skelet spleen stomac bladde skel-t
@@ -44,14 +46,14 @@ Measured with the SyN stage on Mattes MI, before CT_SYN_STAGE took cross-correla
     posed limbs-masked        .974   .978   .976   .958   .855   .906   .950   .950   .911
     unposed limbs-masked      .977   .985   .980   .958   .935   .928   .961   .960   .933
 
-With CT_SYN_STAGE on cross-correlation (``--variants current piecewise --reference``; EX01
-simulated again, so the unposed rows moved too)::
+With the SyN stage on cross-correlation (``--variants cc cc-piecewise --reference``, measured
+while CC was briefly the default; EX01 simulated again, so the unposed rows moved too)::
 
     scan / variant           liver  lungs  heart kidney skelet spleen stomac bladde skel-t
-    posed current             .982   .982   .982   .964   .879   .956   .980   .985   .937
-    unposed current           .981   .987   .984   .966   .951   .944   .975   .986   .950
-    posed piecewise           .982   .982   .982   .964   .879   .956   .980   .985   .936
-    unposed piecewise         .981   .987   .984   .966   .949   .944   .975   .986   .950
+    posed cc                  .982   .982   .982   .964   .879   .956   .980   .985   .937
+    unposed cc                .981   .987   .984   .966   .951   .944   .975   .986   .950
+    posed cc-piecewise        .982   .982   .982   .964   .879   .956   .980   .985   .936
+    unposed cc-piecewise      .981   .987   .984   .966   .949   .944   .975   .986   .950
     reference Mattes         1.000  1.000  1.000   .999   .935   .996   .999  1.000   .998
     reference CC              .992  1.000   .998   .984   .932   .972   .985   .986   .995
 
@@ -92,6 +94,8 @@ VARIANTS = {
     "fixed-masked": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), 'mask-fixed'",
     "affine-masked": "tuple({**s, 'mask': i == 0} for i, s in enumerate(CT_STAGES)), 'mask'",
     "piecewise": "CT_STAGES, 'piecewise'",
+    "cc": "ct_stages('cc'), 'keep'",
+    "cc-piecewise": "ct_stages('cc'), 'piecewise'",
     "limbs-removed": "tuple({**s, 'mask': True} for s in CT_STAGES), 'remove'",
     "limbs-removed-early": "tuple({**s, 'mask': i < 2} for i, s in enumerate(CT_STAGES)), 'remove'",
 }
@@ -195,7 +199,10 @@ def scores(labels: Path, truth: np.ndarray, limbs: np.ndarray) -> list[float]:
 
 
 #: Stages CT → reference could use (``--reference``): its own, and CT → atlas's.
-REFERENCE_VARIANTS = {"reference Mattes": "CT_REFERENCE_STAGES", "reference CC": "CT_STAGES"}
+REFERENCE_VARIANTS = {
+    "reference Mattes": "CT_REFERENCE_STAGES",
+    "reference CC": "ct_stages('cc')",
+}
 
 
 def reference_rows(work: Path, ct: dict, truth_img, posed_truth, posed_limbs) -> list[tuple]:
@@ -206,11 +213,12 @@ def reference_rows(work: Path, ct: dict, truth_img, posed_truth, posed_limbs) ->
     differs (the atlas → reference step, perfect here, left out)."""
     rows = []
     for name, stages in REFERENCE_VARIANTS.items():
-        out = work / "reference" / stages
+        out = work / "reference" / name.split()[-1]
         out.mkdir(parents=True, exist_ok=True)
         code = (
             "from pathlib import Path\n"
-            f"from homing.registration.ct_to_atlas import {stages}, register_ct_to_atlas\n"
+            "from homing.registration.ct_to_atlas import CT_REFERENCE_STAGES, ct_stages, "
+            "register_ct_to_atlas\n"
             f"register_ct_to_atlas(Path({str(ct['posed'])!r}), Path({str(ct['unposed'])!r}), "
             f"Path({str(out / 'aff.mat')!r}), Path({str(out / 'warp.nii.gz')!r}), 0.4, "
             f"'SyN', 42, 1, stages={stages})"
@@ -285,7 +293,8 @@ def main() -> None:
             out.mkdir(parents=True, exist_ok=True)
             code = (
                 "from pathlib import Path\n"
-                "from homing.registration.ct_to_atlas import CT_STAGES, register_ct_to_atlas\n"
+                "from homing.registration.ct_to_atlas import CT_STAGES, ct_stages, "
+                "register_ct_to_atlas\n"
                 f"stages, limbs = {VARIANTS[variant]}\n"
                 f"register_ct_to_atlas(Path({str(ct[case])!r}), Path({str(template)!r}), "
                 f"Path({str(out / 'aff.mat')!r}), Path({str(out / 'warp.nii.gz')!r}), 0.4, "

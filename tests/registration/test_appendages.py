@@ -3,6 +3,7 @@ from them (images.trunk_mask), on a synthetic body: an ellipsoid trunk with a th
 a thin limb, at the 0.4 mm working grid."""
 
 import numpy as np
+import pytest
 
 from homing.registration import images, masks
 
@@ -93,3 +94,13 @@ def test_refine_limbs_turns_the_atlas_limb_onto_the_cts(tmp_path):
     assert np.linalg.norm(tip_ct + shift_ras - tip_atlas) < 1.5
     # Far from the limb the warp is untouched.
     assert not np.asarray(nib.load(warp_path).dataobj)[5, 5, 5].any()
+
+
+def test_the_syn_stage_metric_is_chosen_by_name_and_an_unknown_one_is_refused():
+    from homing.registration import ct_to_atlas
+
+    assert ct_to_atlas.ct_stages() == ct_to_atlas.CT_STAGES == ct_to_atlas.CT_REFERENCE_STAGES
+    mattes, cc = (ct_to_atlas.ct_stages(m)[1]["metric"] for m in ("mattes", "cc"))
+    assert mattes.startswith("Mattes[") and cc.startswith("CC[")
+    with pytest.raises(ValueError, match="one of mattes, cc"):
+        ct_to_atlas.ct_stages("MI")

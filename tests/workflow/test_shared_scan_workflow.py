@@ -123,6 +123,10 @@ def test_each_cut_pet_has_its_own_sheet_values_and_the_activity_of_the_animal_al
 
 def test_each_posed_animal_of_the_shared_scan_registers_within_the_targets(hotel):
     study, _, work = hotel
+    # homing simulate's config for posed animals picks the cross-correlation SyN stage
+    # (the default, Mattes, leaves the posed skeleton at 0.83-0.88).
+    overlay = yaml.safe_load((study / "config.yaml").read_text())
+    assert overlay["registration"] == {"ct_to_atlas_syn_metric": "cc"}
     for animal in PAIR:
         base = f"sub-{animal}/ses-d0"
         scores = organ_dice(

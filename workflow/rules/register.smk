@@ -76,6 +76,7 @@ rule ct_to_atlas:
     params:
         voxel_mm=config["registration"]["working_voxel_mm"],
         transform=config["registration"]["ct_to_atlas_transform"],
+        syn_metric=config["registration"]["ct_to_atlas_syn_metric"],
         seed=config["registration"]["random_seed"],
     script:
         "../scripts/ct_to_atlas.py"

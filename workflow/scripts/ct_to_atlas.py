@@ -13,4 +13,5 @@ with stages.rule_job(sm.log[0], sm.threads):
         sm.params.transform,
         sm.params.seed,
         sm.threads,
+        sm.params.syn_metric,
     )

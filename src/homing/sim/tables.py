@@ -182,7 +182,8 @@ def reporter_calibrations(design: dict) -> list[dict]:
 
 def write_config(outdir: Path, atlas_local_path: Path | None) -> Path:
     """A config overlay for a simulated study: the sheet paths, the simulated scanner's PSF
-    (for the partial-volume correction), and the atlas copy, if any.
+    (for the partial-volume correction), the atlas copy, if any, and for posed animals
+    (``hotel.poses``) the cross-correlation SyN stage.
 
     Run it on top of the workflow's config/config.yaml:
     ``snakemake --configfile OUTDIR/config.yaml``.
@@ -203,11 +204,20 @@ def write_config(outdir: Path, atlas_local_path: Path | None) -> Path:
     }
     if atlas_local_path:
         cfg["atlas"] = {"local_path": str(Path(atlas_local_path).resolve())}
+    posed = bool((design.get("hotel") or {}).get("poses"))
+    if posed:
+        # Limbs and tails posed otherwise than the atlas's: what the CC SyN stage is for.
+        cfg["registration"] = {"ct_to_atlas_syn_metric": "cc"}
     path = outdir / "config.yaml"
     text = (
         "# Written by `homing simulate`: overlay on config/config.yaml for this study.\n"
         "# Run: snakemake --workflow-profile workflow/profiles/default "
         f"--configfile {path}\n"
     )
+    if posed:
+        text += (
+            "# The animals' limbs and tails are posed (hotel.poses): registration uses the\n"
+            "# cross-correlation SyN stage (config/config.yaml, ct_to_atlas_syn_metric).\n"
+        )
     path.write_text(text + yaml.safe_dump(cfg, sort_keys=True))
     return path

@@ -20,7 +20,11 @@ from homing import HomingError
 from homing.core import io
 from homing.registration import atlas, masks, qc
 from homing.registration.ants import set_threads
-from homing.registration.ct_to_atlas import register_ct_to_atlas, register_ct_to_reference
+from homing.registration.ct_to_atlas import (
+    ct_stages,
+    register_ct_to_atlas,
+    register_ct_to_reference,
+)
 from homing.registration.fractional import fractional_masks
 from homing.registration.images import body_box, crop_affine, voxel_edge_mm
 from homing.registration.pet_to_ct import register_pet_to_ct
@@ -187,8 +191,10 @@ def ct_to_atlas(
     transform: str,
     random_seed: int,
     threads: int,
+    syn_metric: str = "mattes",
 ) -> None:
-    """Atlas template → CT registration (affine + SyN at the working resolution)."""
+    """Atlas template → CT registration (affine + SyN at the working resolution; the SyN
+    stage's metric ``syn_metric``, "mattes" or "cc": ct_to_atlas.CT_SYN_STAGES)."""
     register_ct_to_atlas(
         ct_nii,
         template,
@@ -198,6 +204,7 @@ def ct_to_atlas(
         transform,
         random_seed,
         threads,
+        stages=ct_stages(syn_metric),
     )
 
 
