@@ -85,10 +85,11 @@ SYN_STAGES = {"syn_metric": "mattes", "reg_iterations": SYN_ITERATIONS}
 #:   stomach −0.024, spleen −0.012; a longer Mattes step (0.5): .805;
 #: * all 7 hotel scans each to the atlas, CC r1 40x5: skeleton .885–.921 (Mattes .827–.877);
 #:   the cost is the kidneys (.928–.966, Mattes .965–.970) and on one mouse the liver (.938);
-#: * Mattes + CC together (0.5/0.5) or CC on a bone-only or an outline-and-bone image (soft
-#:   tissue flattened): skeleton .862–.899, but bladder down to .905 or stomach/spleen −0.01 to
-#:   −0.03 — the organs need Mattes's soft-tissue contrast, the feet CC's edges; CC on the
-#:   attenuation itself was the best compromise;
+#: * Mattes + CC together (0.5/0.5; 7 hotel scans): skeleton .865–.915, HA01 .865 and .866
+#:   below .87; CC on a bone-only or an outline-and-bone image (soft tissue flattened):
+#:   skeleton .862–.899, but bladder down to .905 or stomach/spleen −0.01 to −0.03 — the
+#:   organs need Mattes's soft-tissue contrast, the feet CC's edges; CC on the attenuation
+#:   itself was the best compromise;
 #: * unposed demo mice (bench/bench_registration.py --animals 3 --sessions 2, seed 101, 6
 #:   scans, medians): skeleton .941 → .948, kidneys .969 → .961, other organs ±0.002; CT →
 #:   atlas wall 34.8 → 38.6 s;
